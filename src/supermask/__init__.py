@@ -1,0 +1,40 @@
+"""supermask: find the subnetworks hidden in randomly weighted neural networks (edge-popup)."""
+
+__version__ = "0.1.0"
+
+from supermask.checkpoint import CheckpointError, load, read_checkpoint, save  # noqa: E402
+from supermask.config import SupermaskConfig, SupermaskConfigError  # noqa: E402
+from supermask.convert import (  # noqa: E402
+    ConversionReport,
+    SupermaskError,
+    get_config,
+    merge,
+    set_k,
+    sparsity_report,
+    supermask_layers,
+    to_supermask,
+)
+from supermask.layers import SupermaskConv, SupermaskLayer, SupermaskLinear  # noqa: E402
+from supermask.masks import kept_count  # noqa: E402
+
+__all__ = [
+    "CheckpointError",
+    "ConversionReport",
+    "SupermaskConfig",
+    "SupermaskConfigError",
+    "SupermaskConv",
+    "SupermaskError",
+    "SupermaskLayer",
+    "SupermaskLinear",
+    "__version__",
+    "get_config",
+    "kept_count",
+    "load",
+    "merge",
+    "read_checkpoint",
+    "save",
+    "set_k",
+    "sparsity_report",
+    "supermask_layers",
+    "to_supermask",
+]

@@ -1,0 +1,131 @@
+"""The one configuration object of a supermask conversion."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("edge-popup", "edge-popup-global", "bernoulli", "dense")
+WEIGHT_INITS = ("signed_constant", "unsigned_constant", "kaiming_normal", "kaiming_uniform", "xavier_normal")
+SCORE_INITS = ("kaiming_uniform", "kaiming_normal", "uniform", "constant")
+FAN_MODES = ("fan_in", "fan_out")
+NONLINEARITIES = ("relu", "linear", "tanh", "sigmoid", "leaky_relu", "gelu")
+BIAS_MODES = ("zero", "frozen", "learned")
+BATCHNORM_MODES = ("non_affine", "learned")
+UNSUPPORTED_MODES = ("report", "raise")
+
+
+class SupermaskConfigError(ValueError):
+    """A configuration value is invalid; the message says which and what is allowed."""
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise SupermaskConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+
+
+@dataclass
+class SupermaskConfig:
+    """How to turn a model into a hidden-network search.
+
+    k: fraction of each converted layer's weights that is KEPT (0 < k <= 1). Used by the
+        edge-popup methods; ignored by ``bernoulli`` (its density emerges) and ``dense``.
+    method: ``edge-popup`` (per-layer top-k of |score|), ``edge-popup-global`` (one top-k over all
+        converted layers, every layer keeps at least one weight), ``bernoulli`` (Zhou et al. 2019),
+        or ``dense`` (weights are learned, no mask: the baseline through the same code path).
+    weight_init: how the frozen random weights are drawn (see :mod:`supermask.init`).
+    fan_mode / nonlinearity: the fan and gain used by ``weight_init``.
+    scale_fan: scale the fan by k, so the kept subnetwork has the variance the init aims for.
+    score_init / score_init_value: how scores start; ``score_init_value`` is the value of
+        ``constant`` and the half-width of ``uniform``.
+    seed: with the layer's qualified name and shape, fully determines weights and initial scores.
+    target_modules: module types (``nn.Linear``), names (exact or dotted suffix) or one regex
+        string (full match). ``None``: every Linear and Conv1d/2d/3d.
+    exclude_modules: same forms, removed from the targets.
+    first_layer_dense / last_layer_dense: leave the first / last targeted layer (in module
+        registration order) as an ordinary learned layer, as the paper's option.
+    bias: ``zero`` (the paper's bias-free network; a bias is set to 0 and frozen), ``frozen``
+        (the module's present bias is kept and frozen), or ``learned`` (trained as usual).
+    batchnorm: ``non_affine`` (the paper: BatchNorm keeps only its running statistics), ``learned``
+        (affine parameters, where the model has them, train as usual).
+    unsupported: what to do with modules holding weights that cannot be masked (embeddings, RNNs,
+        MultiheadAttention's packed in-projection): ``report`` them in the conversion report and
+        leave them unchanged, or ``raise``.
+    """
+
+    k: float = 0.5
+    method: str = "edge-popup"
+    weight_init: str = "signed_constant"
+    fan_mode: str = "fan_in"
+    nonlinearity: str = "relu"
+    scale_fan: bool = False
+    score_init: str = "kaiming_uniform"
+    score_init_value: float = 1.0
+    seed: int = 0
+    target_modules: Any = None
+    exclude_modules: Any = None
+    first_layer_dense: bool = False
+    last_layer_dense: bool = False
+    bias: str = "zero"
+    batchnorm: str = "non_affine"
+    unsupported: str = "report"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`SupermaskConfigError` naming the first invalid field."""
+        check_k(self.k)
+        _choice("method", self.method, METHODS)
+        _choice("weight_init", self.weight_init, WEIGHT_INITS)
+        _choice("fan_mode", self.fan_mode, FAN_MODES)
+        _choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        _choice("score_init", self.score_init, SCORE_INITS)
+        _choice("bias", self.bias, BIAS_MODES)
+        _choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
+        _choice("unsupported", self.unsupported, UNSUPPORTED_MODES)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise SupermaskConfigError(f"seed={self.seed!r} must be a non-negative integer")
+        if not math.isfinite(self.score_init_value):
+            raise SupermaskConfigError("score_init_value must be finite")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; module types in targets are written as their qualified names."""
+        out = dataclasses.asdict(self)
+        for key in ("target_modules", "exclude_modules"):
+            out[key] = _targets_to_json(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SupermaskConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SupermaskConfigError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
+        return cls(**data)
+
+
+def check_k(k: float) -> None:
+    """k is the fraction of weights KEPT; it must lie in (0, 1]."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not (0.0 < float(k) <= 1.0):
+        raise SupermaskConfigError(
+            f"k={k!r} is invalid: k is the fraction of weights KEPT and must satisfy 0 < k <= 1 "
+            "(k=0.3 keeps 30% of each layer's weights)"
+        )
+
+
+def _targets_to_json(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    out = []
+    for item in value:
+        if isinstance(item, type):
+            out.append(f"type:{item.__module__}.{item.__qualname__}")
+        else:
+            out.append(item)
+    return out

@@ -1,0 +1,98 @@
+"""Deterministic initialisation of frozen weights and of scores.
+
+A layer's weights are a pure function of ``(seed, qualified name, shape, init options)``: see
+:mod:`supermask.rng`. They are generated on the CPU in float64 and cast to the layer's dtype,
+so every device gets bit-identical values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import torch
+
+from supermask import rng
+from supermask.config import SupermaskConfig
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a Linear/Conv weight, as torch.nn.init computes them."""
+    if len(shape) < 2:
+        raise ValueError(f"a weight needs at least 2 dimensions to have a fan, got shape {shape}")
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def gain(nonlinearity: str) -> float:
+    """The standard gain of torch.nn.init.calculate_gain (gelu uses the relu gain)."""
+    table = {
+        "relu": math.sqrt(2.0),
+        "gelu": math.sqrt(2.0),
+        "linear": 1.0,
+        "sigmoid": 1.0,
+        "tanh": 5.0 / 3.0,
+        "leaky_relu": math.sqrt(2.0 / (1 + 0.01**2)),
+    }
+    return table[nonlinearity]
+
+
+def weight_std(shape: tuple[int, ...], cfg: SupermaskConfig, k: float) -> float:
+    """The target standard deviation: gain / sqrt(fan), with fan scaled by k when scale_fan."""
+    fan_in, fan_out = fans(shape)
+    if cfg.weight_init == "xavier_normal":
+        fan = (fan_in + fan_out) / 2.0
+    else:
+        fan = float(fan_in if cfg.fan_mode == "fan_in" else fan_out)
+    if cfg.scale_fan:
+        fan *= k  # k = fraction kept: the kept subnetwork's effective fan
+    return gain(cfg.nonlinearity) / math.sqrt(fan)
+
+
+def generate_weight(name: str, shape: tuple[int, ...], cfg: SupermaskConfig, k: float) -> torch.Tensor:
+    """The frozen random weight of layer ``name`` (float32, CPU)."""
+    n = math.prod(shape)
+    key = rng.derive_key("weight", cfg.seed, name, tuple(shape), cfg.weight_init)
+    std = weight_std(shape, cfg, k)
+    if cfg.weight_init == "signed_constant":
+        values = rng.random_sign(key, n) * std
+    elif cfg.weight_init == "unsigned_constant":
+        values = np.full(n, std)
+    elif cfg.weight_init in ("kaiming_normal", "xavier_normal"):
+        values = rng.random_normal(key, n) * std
+    elif cfg.weight_init == "kaiming_uniform":
+        bound = math.sqrt(3.0) * std
+        values = (rng.random_uniform(key, n) * 2.0 - 1.0) * bound
+    else:  # pragma: no cover - validated by the config
+        raise ValueError(cfg.weight_init)
+    return torch.from_numpy(values.astype(np.float32).reshape(shape))
+
+
+def generate_scores(name: str, shape: tuple[int, ...], cfg: SupermaskConfig) -> torch.Tensor:
+    """Initial scores of layer ``name`` (float32, CPU).
+
+    kaiming_uniform: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the paper's default (torch's
+    ``kaiming_uniform_(a=sqrt(5))``). kaiming_normal: N(0, 2/fan_in). uniform: U(-v, v) with
+    v = score_init_value. constant: every score = score_init_value (ties are broken by index).
+    """
+    n = math.prod(shape)
+    key = rng.derive_key("scores", cfg.seed, name, tuple(shape), cfg.score_init)
+    fan_in, _ = fans(shape)
+    if cfg.score_init == "kaiming_uniform":
+        values = (rng.random_uniform(key, n) * 2.0 - 1.0) / math.sqrt(fan_in)
+    elif cfg.score_init == "kaiming_normal":
+        values = rng.random_normal(key, n) * math.sqrt(2.0 / fan_in)
+    elif cfg.score_init == "uniform":
+        values = (rng.random_uniform(key, n) * 2.0 - 1.0) * cfg.score_init_value
+    elif cfg.score_init == "constant":
+        values = np.full(n, cfg.score_init_value)
+    else:  # pragma: no cover - validated by the config
+        raise ValueError(cfg.score_init)
+    return torch.from_numpy(values.astype(np.float32).reshape(shape))
+
+
+def checksum(tensor: torch.Tensor) -> str:
+    """sha256 (hex, first 16 chars) of a tensor's float32 little-endian bytes."""
+    data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]

@@ -1,0 +1,163 @@
+"""Supermask layers: wrappers around an ordinary ``base_layer`` (Linear or Conv1d/2d/3d).
+
+The base layer keeps its options (stride, padding, dilation, groups, padding_mode). Its weight is
+replaced by a frozen random weight (``requires_grad=False``: not trained, not a DDP buffer), and a
+``scores`` parameter of the same shape is trained. The forward pass uses ``weight * mask(scores)``.
+``layer.weight`` returns that effective weight, so code that reads ``.weight`` directly (PyTorch's
+fused transformer and attention paths) sees the masked network, never the unmasked one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from supermask.masks import MaskedWeight, kept_count, new_hint, topk_mask
+
+
+class SupermaskLayer(nn.Module):
+    """Base class of the wrappers; ``method`` is one of the config's methods."""
+
+    def __init__(self, base_layer: nn.Module, name: str, method: str, k: float, scores: Tensor | None) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.layer_name = name
+        self.method = method
+        self.k = k
+        self.scores: nn.Parameter | None = nn.Parameter(scores) if scores is not None else None
+        self.group: Any = None  # a GlobalTopK for edge-popup-global
+        self._hint = new_hint()
+        self._mask_key: tuple[Any, ...] | None = None
+        self._mask: Tensor | None = None
+        self._eval_key: tuple[Any, ...] | None = None
+        self._eval_weight: Tensor | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            return getattr(self.base_layer, name)
+
+    # --- the mask -----------------------------------------------------------------------------
+    def _scores_key(self) -> tuple[Any, ...]:
+        s = self.scores
+        assert s is not None
+        return (id(s), s._version, s.device, self.k)
+
+    def kept(self) -> int:
+        """Number of weights kept at the present k (per-layer rule of :func:`kept_count`)."""
+        return kept_count(self.k, self.base_layer.weight.numel())
+
+    def mask(self) -> Tensor:
+        """The boolean mask used now (cached until the scores or k change)."""
+        if self.method == "dense":
+            return torch.ones_like(self.base_layer.weight, dtype=torch.bool)
+        assert self.scores is not None
+        if self.method == "bernoulli" and self.training:
+            return torch.rand_like(self.scores) < torch.sigmoid(self.scores.detach())
+        key = self._scores_key()
+        if self._mask is not None and key == self._mask_key:
+            return self._mask
+        if self.method == "edge-popup":
+            a = self.scores.detach().abs().reshape(-1)
+            mask = topk_mask(a, self.kept(), self._hint).reshape(self.scores.shape)
+        elif self.method == "edge-popup-global":
+            mask = self.group.mask_for(self)
+        else:  # bernoulli, eval: the deterministic mask sigmoid(s) > 0.5
+            mask = self.scores.detach() > 0
+        self._mask_key, self._mask = key, mask
+        return mask
+
+    def effective_weight(self) -> Tensor:
+        """``weight * mask``, differentiable with respect to the scores (straight-through)."""
+        weight = self.base_layer.weight
+        if self.method == "dense":
+            return weight
+        assert self.scores is not None
+        grad_on = torch.is_grad_enabled()
+        if not grad_on and not self.training:
+            key = (id(weight), weight._version, *self._scores_key())
+            if self._eval_weight is not None and key == self._eval_key:
+                return self._eval_weight
+        mask = self.mask()
+        scale = None
+        if self.method == "bernoulli":
+            s = self.scores.detach()
+            scale = torch.sigmoid(s) * torch.sigmoid(-s)  # d sigmoid(s) / d s
+        out = MaskedWeight.apply(weight, self.scores, mask, scale)
+        if not grad_on and not self.training:
+            self._eval_key, self._eval_weight = key, out
+        return out
+
+    @property
+    def weight(self) -> Tensor:  # type: ignore[override]
+        return self.effective_weight()
+
+    @property
+    def bias(self) -> Tensor | None:  # type: ignore[override]
+        return self.base_layer.bias
+
+    def extra_repr(self) -> str:
+        return f"method={self.method}, k={self.k}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class SupermaskLinear(SupermaskLayer):
+    """Supermask wrapper of ``nn.Linear``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight(), self.base_layer.bias)
+
+
+class SupermaskConv(SupermaskLayer):
+    """Supermask wrapper of ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Conv3d`` (every option)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base_layer._conv_forward(x, self.effective_weight(), self.base_layer.bias)
+
+
+class GlobalTopK:
+    """One top-k over all layers of an ``edge-popup-global`` model.
+
+    Guard: each layer's largest-|score| weight is always kept, so no layer is ever emptied; the
+    remaining ``K - L`` (K = kept_count(k, total weights), L = number of layers) are the largest
+    |scores| of all layers together. The total kept is exactly K (it must be >= L).
+    """
+
+    def __init__(self, layers: list[SupermaskLayer], k: float) -> None:
+        self.layers = layers
+        self.k = k
+        self._key: tuple[Any, ...] | None = None
+        self._masks: dict[int, Tensor] = {}
+        self._hint = new_hint()
+
+    def total(self) -> int:
+        return sum(layer.base_layer.weight.numel() for layer in self.layers)
+
+    def kept(self) -> int:
+        return max(len(self.layers), kept_count(self.k, self.total()))
+
+    def mask_for(self, layer: SupermaskLayer) -> Tensor:
+        key = tuple(lyr._scores_key() for lyr in self.layers) + (self.k,)
+        if key != self._key:
+            self._masks = self._compute()
+            self._key = key
+        return self._masks[id(layer)]
+
+    @torch.no_grad()
+    def _compute(self) -> dict[int, Tensor]:
+        parts = [lyr.scores.detach().abs().reshape(-1).float() for lyr in self.layers if lyr.scores is not None]
+        sizes = [p.numel() for p in parts]
+        a = torch.cat(parts)
+        offsets = torch.tensor([0, *sizes[:-1]], device=a.device).cumsum(0)
+        best = torch.stack([p.argmax() for p in parts]) + offsets
+        a[best] = float("inf")  # the guard: each layer's best weight is always kept
+        mask = topk_mask(a, self.kept(), self._hint)
+        return {id(lyr): m.reshape(lyr.scores.shape) for lyr, m in zip(self.layers, mask.split(sizes))}  # type: ignore[union-attr]
