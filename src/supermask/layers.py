@@ -84,12 +84,7 @@ class SupermaskLayer(nn.Module):
             key = (id(weight), weight._version, *self._scores_key())
             if self._eval_weight is not None and key == self._eval_key:
                 return self._eval_weight
-        mask = self.mask()
-        scale = None
-        if self.method == "bernoulli":
-            s = self.scores.detach()
-            scale = torch.sigmoid(s) * torch.sigmoid(-s)  # d sigmoid(s) / d s
-        out = MaskedWeight.apply(weight, self.scores, mask, scale)
+        out = MaskedWeight.apply(weight, self.scores, self.mask(), self.method == "bernoulli")
         if not grad_on and not self.training:
             self._eval_key, self._eval_weight = key, out
         return out

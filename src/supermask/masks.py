@@ -85,21 +85,27 @@ def new_hint() -> list[float]:
 class MaskedWeight(torch.autograd.Function):
     """``weight * mask`` forward; straight-through backward to the scores.
 
-    d scores = d effective_weight * weight  (times ``scale``, e.g. sigmoid'(s) for bernoulli).
+    edge-popup ranks by |score|, so (as in the paper) d|score| = d effective_weight * weight and,
+    through the absolute value, d score = d effective_weight * weight * sign(score) (sign(0) = +1).
+    bernoulli: d score = d effective_weight * weight * sigmoid'(score).
     The weight receives no gradient: it is frozen.
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor, scale: Tensor | None) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(weight, scale)
+    def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor, bernoulli: bool) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(weight, scores)
+        ctx.bernoulli = bernoulli
         return weight * mask
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None, None]:  # type: ignore[override]
-        weight, scale = ctx.saved_tensors
+        weight, scores = ctx.saved_tensors
         grad_scores = grad * weight
-        if scale is not None:
-            grad_scores = grad_scores * scale
+        if ctx.bernoulli:
+            p = torch.sigmoid(scores)
+            grad_scores = grad_scores * (p * (1.0 - p))
+        else:
+            grad_scores = torch.where(scores < 0, -grad_scores, grad_scores)
         return None, grad_scores, None, None
 
 

@@ -1,0 +1,281 @@
+"""The training engine: one function, read top to bottom.
+
+``train(cfg)`` builds the data, the model (converted to a supermask search unless the method is
+``dense``, which goes through the same code path with learned weights), the optimiser and the
+schedule, then trains for ``cfg.train.epochs`` epochs, evaluating and checkpointing after each.
+Under ``torchrun`` it runs DDP (gloo on CPU, nccl on GPU); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from supermask import checkpoint, models
+from supermask.convert import sparsity_report, to_supermask
+from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
+from supermask.runconfig import RunConfig, from_dict
+
+TRAIN_STATE = "train_state.pt"
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+CONFIG = "config.yaml"
+EXPORT = "supermask"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, a mismatched resume); the message says what to do."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """The plain model from the registry, converted by the run's supermask options."""
+    model = models.create(cfg.model.name, num_classes=num_classes, width=cfg.model.width,
+                          in_channels=in_channels, image_size=image_size)
+    return to_supermask(model, cfg.supermask_config())
+
+
+def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> tuple[Any, Any, int, int, int]:
+    """(train loader, test loader, num_classes, in_channels, image_size)."""
+    if cfg.data.name == "imagenet":
+        size = cfg.data.image_size or 224
+        train, test, info, classes = build_folder_loaders(
+            cfg.data.root, size, cfg.data.batch_size, cfg.data.workers, cfg.train.seed, rank, world)
+        return train, test, classes, 3, size
+    train, test, info = build_tensor_loaders(cfg.data.name, cfg.data.root, cfg.data.batch_size, device,
+                                             cfg.train.seed, rank, world, cfg.data.eval_batch_size)
+    return train, test, info.num_classes, info.in_channels, info.image_size
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or Adam over the trainable parameters (scores, or weights for ``dense``)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue  # frozen random weights and frozen biases
+        if cfg.optim.no_decay_bn_bias and (p.ndim <= 1):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    o = cfg.optim
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, betas=o.betas)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def learning_rate(cfg: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Linear warm-up for ``warmup_epochs``, then cosine decay to 0 (or constant)."""
+    warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return cfg.optim.lr * (step + 1) / warmup
+    if cfg.optim.schedule == "constant":
+        return cfg.optim.lr
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return cfg.optim.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, device: torch.device, autocast: bool = False) -> dict[str, float]:
+    """Accuracy and mean loss of ``model`` on every batch of ``loader``."""
+    was = model.training
+    model.eval()
+    correct, total, loss = 0, 0, 0.0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(x)
+        loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        total += len(y)
+    model.train(was)
+    return {"accuracy": correct / max(1, total), "loss": loss / max(1, total), "examples": total}
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _progress(cfg: RunConfig, loader: Any, epoch: int, rank: int) -> Any:
+    mode = cfg.train.progress
+    if rank != 0 or mode == "none" or mode == "lines" or (mode == "auto" and not sys.stderr.isatty()):
+        return loader
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return loader
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, file=sys.stderr)
+
+
+def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
+    """Train one run; returns the final metrics (also written to ``<run dir>/result.json``)."""
+    # --- processes: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK ---------------------------------
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(cfg.train.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    master = rank == 0
+    run_dir = cfg.run_dir()
+    try:
+        # --- data, model, optimiser --------------------------------------------------------
+        torch.manual_seed(cfg.train.seed)
+        train_loader, test_loader, num_classes, in_channels, image_size = build_data(cfg, device, rank, world)
+        model = build_model(cfg, num_classes, in_channels, image_size).to(device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        optimizer = build_optimizer(cfg, model)
+        steps_per_epoch = len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
+        total_steps = cfg.train.epochs * steps_per_epoch
+        autocast = cfg.train.bf16 and device.type == "cuda"
+
+        # --- resume ------------------------------------------------------------------------
+        start_epoch, history = 0, []
+        state_path = run_dir / TRAIN_STATE
+        if cfg.train.resume and state_path.is_file():
+            state = torch.load(state_path, map_location=device, weights_only=True)
+            if state["config"] != cfg.to_dict():
+                raise TrainingError(f"{run_dir} holds a run with a different config; use another train.run_name "
+                                    "or train.out_dir, or delete that directory")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, history = state["epoch"], state["metrics"]
+            if master:
+                log(f"resuming {run_dir} from epoch {start_epoch}")
+        if master:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        net: nn.Module = model
+        if cfg.train.compile:
+            net = torch.compile(net)  # type: ignore[assignment]
+        if world > 1:
+            net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        writer = _tensorboard(run_dir) if master else None
+
+        # --- epochs ------------------------------------------------------------------------
+        for epoch in range(start_epoch, cfg.train.epochs):
+            torch.manual_seed(cfg.train.seed * 1000 + epoch)  # bernoulli sampling: same on resume
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(epoch)
+            elif hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
+                train_loader.sampler.set_epoch(epoch)
+            net.train()
+            t0 = time.perf_counter()
+            seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
+            for step, (x, y) in enumerate(_progress(cfg, train_loader, epoch, rank)):
+                if step >= steps_per_epoch:
+                    break
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if cfg.train.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                lr = learning_rate(cfg, epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    out = net(x)
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (out.argmax(1) == y).sum()
+                seen += len(y)
+            train_loss = float(loss_sum) / max(1, seen)
+            if not math.isfinite(train_loss):
+                raise TrainingError(
+                    f"the training loss became {train_loss} in epoch {epoch + 1}; stopped. The last good checkpoint "
+                    f"(after epoch {start_epoch if not history else history[-1]['epoch']}) is kept in {run_dir}. "
+                    "Lower optim.lr or add warm-up (optim.warmup_epochs)"
+                )
+            test = evaluate(model, test_loader, device, autocast)
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": float(correct) / max(1, seen),
+                   "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            if master:
+                with open(run_dir / METRICS, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if writer is not None:
+                    for key, value in row.items():
+                        writer.add_scalar(key, value, epoch + 1)
+                _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "epoch": epoch + 1, "metrics": history, "config": cfg.to_dict()}, state_path)
+                log(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {train_loss:.4f}  "
+                    f"train acc {row['train_accuracy']:.4f}  test acc {test['accuracy']:.4f}  ({row['seconds']:.1f}s)")
+
+        # --- the result ----------------------------------------------------------------------
+        final = history[-1] if history else {}
+        report = sparsity_report(model)
+        result = {"run_dir": str(run_dir), "dataset": describe(cfg.data.name), "split": "test",
+                  "accuracy": final.get("test_accuracy"), "epochs": cfg.train.epochs, "model": cfg.model.name,
+                  "width": cfg.model.width, "method": cfg.supermask.get("method", "edge-popup"),
+                  "k": cfg.supermask.get("k", 0.5), "weight_init": cfg.supermask_config().weight_init,
+                  "seed": cfg.train.seed, "kept_fraction": report["converted"]["fraction"],
+                  "world_size": world, "device": str(device)}
+        if master:
+            export(model, cfg, run_dir / EXPORT)
+            (run_dir / RESULT).write_text(json.dumps(result, indent=1))
+        if writer is not None:
+            writer.close()
+        return result
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def export(model: nn.Module, cfg: RunConfig, out: Path) -> Path:
+    """The compact checkpoint, plus ``run.json`` naming the model and data set it belongs to."""
+    checkpoint.save(model, out)
+    (out / "run.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    return out
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
+    """The trained model of a run directory or of an exported checkpoint directory (with run.json)."""
+    p = Path(path)
+    if (p / EXPORT / checkpoint.CONFIG_FILE).is_file():
+        p = p / EXPORT
+    run_json = p / "run.json"
+    if not (p / checkpoint.CONFIG_FILE).is_file() or not run_json.is_file():
+        raise TrainingError(f"{path} is neither a finished run directory nor an exported checkpoint "
+                            "(expected supermask.json and run.json)")
+    cfg = from_dict(json.loads(run_json.read_text()))
+    name = cfg.data.name
+    info = DATASETS[name]
+    classes, channels, size = info.num_classes, info.in_channels, info.image_size
+    if name == "imagenet":
+        size = cfg.data.image_size or 224
+        classes = len([d for d in (Path(cfg.data.root or ".") / "train").iterdir() if d.is_dir()])
+    plain = models.create(cfg.model.name, num_classes=classes, width=cfg.model.width, in_channels=channels,
+                          image_size=size)
+    return checkpoint.load(p, plain), cfg, p
