@@ -44,7 +44,7 @@ class SupermaskConfig:
     seed: with the layer's qualified name and shape, fully determines weights and initial scores.
     target_modules: module types (``nn.Linear``), names (exact or dotted suffix) or one regex
         string (full match). ``None``: every Linear and Conv1d/2d/3d.
-    exclude_modules: same forms, removed from the targets.
+    exclude_modules: same forms, removed from the targets; excluding a module excludes its children.
     first_layer_dense / last_layer_dense: leave the first / last targeted layer (in module
         registration order) as an ordinary learned layer, as the paper's option.
     bias: ``zero`` (the paper's bias-free network; a bias is set to 0 and frozen), ``frozen``

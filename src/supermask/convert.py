@@ -119,13 +119,15 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     report = ConversionReport()
     targets: list[tuple[str, nn.Module]] = []
     candidates: list[str] = []
+    excluded: list[str] = []  # an excluded module excludes everything inside it
     for name, module in model.named_modules():
-        if not name:
+        if not name or any(name.startswith(e + ".") for e in excluded):
             continue
         base = _convertible_type(module)
         explicit = cfg.target_modules is not None and _matches(name, module, cfg.target_modules)
         wanted = explicit or (cfg.target_modules is None and base is not None)
         if _matches(name, module, cfg.exclude_modules):
+            excluded.append(name)
             continue
         reason = _unsupported_reason(module)
         if reason is not None:

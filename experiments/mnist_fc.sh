@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Issue 5, part 1: MNIST LeNet-300-100, 3 seeds. Resumable: rerun to continue where it stopped.
+# Usage: experiments/mnist_fc.sh [RUNS_DIR] [MNIST_DIR]   (defaults: runs/mnist_fc, ../shared/data/mnist)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-runs/mnist_fc}
+DATA=${2:-../shared/data/mnist}
+SM=${SUPERMASK:-.venv/bin/supermask}
+EPOCHS=${EPOCHS:-10}
+common=(configs/mnist/fc.yaml data.root="$DATA" train.epochs="$EPOCHS" train.progress=lines)
+$SM sweep "${common[@]}" supermask.k=0.05,0.1,0.3,0.5,0.7,0.9 \
+  supermask.weight_init=signed_constant,kaiming_normal train.seed=0,1,2 --out "$RUNS"
+# Zhou et al.'s supermask: large mask learning rate (their recipe), no weight decay.
+$SM sweep "${common[@]}" supermask.method=bernoulli optim.lr=100 optim.weight_decay=0 \
+  train.seed=0,1,2 --out "$RUNS"
+# Learned dense weights, same network and schedule.
+$SM sweep "${common[@]}" supermask.method=dense optim.lr=0.05 train.seed=0,1,2 --out "$RUNS"
+$SM report "$RUNS" --out results/mnist_fc

@@ -1,0 +1,5 @@
+import sys
+
+from supermask.cli import main
+
+sys.exit(main())

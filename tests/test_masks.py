@@ -1,0 +1,136 @@
+"""Selection rule, straight-through gradients, global top-k and bit packing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import supermask
+from supermask.masks import kept_count, new_hint, pack_bits, topk_mask, unpack_bits
+
+
+def reference_mask(a: torch.Tensor, kept: int) -> torch.Tensor:
+    """The documented rule by brute force: largest values first, ties to the lower index."""
+    order = sorted(range(a.numel()), key=lambda i: (-float(a[i]), i))
+    mask = torch.zeros(a.numel(), dtype=torch.bool)
+    mask[order[:kept]] = True
+    return mask
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1001])
+@pytest.mark.parametrize("k", [0.001, 0.05, 0.1, 0.3, 0.333, 0.5, 0.7, 0.9, 0.999, 1.0])
+def test_kept_count_rule(n: int, k: float) -> None:
+    assert kept_count(k, n) == max(1, round(k * n))
+
+
+def test_topk_matches_reference_with_ties() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 5, 64, 333):
+        a = torch.randint(0, 4, (n,), generator=g).float()  # many ties
+        for kept in {1, n // 3 or 1, n // 2 or 1, n}:
+            assert torch.equal(topk_mask(a, kept), reference_mask(a, kept))
+
+
+def test_warm_start_equals_cold_selection() -> None:
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(5000, generator=g)
+    hint = new_hint()
+    for step in range(30):
+        kept = 1234 if step < 15 else 4000
+        assert torch.equal(topk_mask(a, kept, hint), topk_mask(a, kept))
+        a = (a + 0.001 * (step % 7) * torch.randn(5000, generator=g)).abs()
+        if step == 20:
+            a[:100] = a[100]  # a block of ties
+    assert hint[0] == hint[0]  # the hint was used and updated
+
+
+def test_constant_scores_keep_lowest_indices() -> None:
+    layer = nn.Sequential(nn.Linear(10, 10))
+    supermask.to_supermask(layer, supermask.SupermaskConfig(k=0.25, score_init="constant"))
+    mask = layer[0].mask().reshape(-1)
+    assert mask[:25].all() and not mask[25:].any()
+
+
+@pytest.mark.parametrize(
+    "module",
+    [nn.Linear(17, 9), nn.Conv1d(4, 6, 3), nn.Conv2d(3, 8, 3), nn.Conv2d(4, 8, 3, groups=2), nn.Conv3d(2, 3, 2)],
+)
+@pytest.mark.parametrize("k", [0.01, 0.1, 0.3, 0.5, 0.77, 1.0])
+def test_exact_kept_counts_per_layer(module: nn.Module, k: float) -> None:
+    model = nn.Sequential(module)
+    supermask.to_supermask(model, supermask.SupermaskConfig(k=k))
+    n = module.weight.numel()
+    assert int(model[0].mask().sum()) == max(1, round(k * n))
+    rep = supermask.sparsity_report(model)
+    assert rep["layers"][0]["kept"] == max(1, round(k * n)) and rep["layers"][0]["total"] == n
+
+
+def _grads(method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    model = nn.Sequential(nn.Linear(6, 5))
+    supermask.to_supermask(model, supermask.SupermaskConfig(k=0.4, method=method, score_init="uniform"))
+    layer = model[0]
+    x = torch.randn(8, 6)
+    c = torch.randn(8, 5)
+    torch.manual_seed(3)
+    out = model(x)
+    (out * c).sum().backward()
+    # The same effective weight as a leaf: its gradient is d loss / d effective weight.
+    torch.manual_seed(3)
+    w_eff = (layer.base_layer.weight * layer.mask()).detach().requires_grad_(True)
+    (F.linear(x, w_eff, layer.base_layer.bias) * c).sum().backward()
+    return layer.scores.grad, w_eff.grad, layer.base_layer.weight, layer.scores.detach()
+
+
+def test_straight_through_gradient_edge_popup() -> None:
+    g_scores, g_eff, weight, scores = _grads("edge-popup")
+    # d|score| = d effective weight x weight (the paper); the sign comes from |.|
+    assert torch.allclose(g_scores * torch.where(scores < 0, -1.0, 1.0), g_eff * weight, atol=1e-6)
+    assert torch.count_nonzero(g_scores) == g_scores.numel()  # dropped weights get gradients too
+
+
+def test_straight_through_gradient_bernoulli() -> None:
+    g_scores, g_eff, weight, scores = _grads("bernoulli")
+    p = torch.sigmoid(scores)
+    assert torch.allclose(g_scores, g_eff * weight * p * (1 - p), atol=1e-6)
+
+
+def test_frozen_weight_gets_no_gradient() -> None:
+    model = nn.Sequential(nn.Linear(6, 5))
+    supermask.to_supermask(model, supermask.SupermaskConfig())
+    model(torch.randn(2, 6)).sum().backward()
+    assert model[0].base_layer.weight.grad is None
+    assert not model[0].base_layer.weight.requires_grad
+    assert model[0].base_layer.weight not in list(model.buffers())
+
+
+def test_global_topk_counts_and_guard() -> None:
+    model = nn.Sequential(nn.Linear(50, 40), nn.ReLU(), nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 3))
+    supermask.to_supermask(model, supermask.SupermaskConfig(k=0.2, method="edge-popup-global", score_init="uniform"))
+    with torch.no_grad():
+        model[4].scores.mul_(1e-6)  # this layer would be emptied by a plain global top-k
+    layers = [model[0], model[2], model[4]]
+    total = sum(m.base_layer.weight.numel() for m in layers)
+    kept = [int(m.mask().sum()) for m in layers]
+    assert sum(kept) == round(0.2 * total)
+    assert kept[2] >= 1
+    # everything else is the global rule: the largest |score| over all layers
+    allscores = torch.cat([m.scores.detach().abs().reshape(-1) for m in layers[:2]])
+    thr = torch.sort(allscores, descending=True).values[sum(kept[:2]) - 1]
+    for m in layers[:2]:
+        assert bool((m.scores.detach().abs()[m.mask()] >= thr).all())
+    supermask.set_k(model, 0.5)
+    assert sum(int(m.mask().sum()) for m in layers) == round(0.5 * total)
+    with pytest.raises(supermask.SupermaskConfigError, match="fewer weights than there are layers"):
+        supermask.set_k(model, 1 / total)
+
+
+def test_pack_roundtrip() -> None:
+    for n in (1, 7, 8, 9, 1000):
+        m = torch.rand(n) > 0.5
+        packed = pack_bits(m)
+        assert packed.dtype == torch.uint8 and packed.numel() == (n + 7) // 8
+        assert torch.equal(unpack_bits(packed, (n,)), m)
+    with pytest.raises(ValueError, match="expected"):
+        unpack_bits(torch.zeros(3, dtype=torch.uint8), (100,))
