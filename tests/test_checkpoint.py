@@ -125,8 +125,11 @@ def test_wrong_seed(saved: Path) -> None:
 
 
 def test_wrong_architecture(saved: Path) -> None:
-    assert_load_fails(saved, nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.Flatten(), nn.Linear(5 * 36, 2)),
-                      "wrong architecture")
+    assert_load_fails(
+        saved,
+        nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.Flatten(), nn.Linear(5 * 36, 2)),
+        "wrong architecture",
+    )
     assert_load_fails(saved, nn.Sequential(nn.Linear(3, 3)), "wrong architecture")
 
 

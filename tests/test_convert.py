@@ -65,12 +65,21 @@ def test_targets_by_type_name_suffix_and_regex() -> None:
     assert names(SupermaskConfig(target_modules=["features.0", "5"])) == ["features.0", "classifier.5"]
     assert names(SupermaskConfig(target_modules=r"features\.\d")) == ["features.0", "features.2"]
     assert names(SupermaskConfig(first_layer_dense=True, last_layer_dense=True)) == [
-        "features.2", "classifier.1", "classifier.3"]
+        "features.2",
+        "classifier.1",
+        "classifier.3",
+    ]
 
 
 def test_invalid_config_values() -> None:
-    for kwargs, text in [({"k": 0}, "fraction of weights KEPT"), ({"k": 1.5}, "KEPT"), ({"method": "x"}, "edge-popup"),
-                         ({"weight_init": "x"}, "signed_constant"), ({"bias": "x"}, "zero"), ({"seed": -1}, "seed")]:
+    for kwargs, text in [
+        ({"k": 0}, "fraction of weights KEPT"),
+        ({"k": 1.5}, "KEPT"),
+        ({"method": "x"}, "edge-popup"),
+        ({"weight_init": "x"}, "signed_constant"),
+        ({"bias": "x"}, "zero"),
+        ({"seed": -1}, "seed"),
+    ]:
         with pytest.raises(supermask.SupermaskConfigError, match=text):
             SupermaskConfig(**kwargs)
 
@@ -103,8 +112,11 @@ def test_transformer_encoder_converts_and_reports_skips() -> None:
     assert "encoder.layers.0.linear1" in report.converted
     assert "encoder.layers.0.self_attn.out_proj" in report.converted
     skipped = {name: kind for name, kind, _ in report.skipped}
-    assert skipped == {"embed": "Embedding", "encoder.layers.0.self_attn": "MultiheadAttention",
-                       "encoder.layers.1.self_attn": "MultiheadAttention"}
+    assert skipped == {
+        "embed": "Embedding",
+        "encoder.layers.0.self_attn": "MultiheadAttention",
+        "encoder.layers.1.self_attn": "MultiheadAttention",
+    }
     tokens = torch.randint(0, 20, (4, 7))
     out = model(tokens)
     out.sum().backward()
@@ -119,7 +131,9 @@ def test_transformer_encoder_converts_and_reports_skips() -> None:
         supermask.to_supermask(TinyEncoder(), SupermaskConfig(target_modules=["embed"]))
     with pytest.raises(supermask.SupermaskError, match="Exclude it"):
         supermask.to_supermask(TinyEncoder(), SupermaskConfig(unsupported="raise"))
-    ok = supermask.to_supermask(TinyEncoder(), SupermaskConfig(unsupported="raise", exclude_modules=["embed", "self_attn"]))
+    ok = supermask.to_supermask(
+        TinyEncoder(), SupermaskConfig(unsupported="raise", exclude_modules=["embed", "self_attn"])
+    )
     assert "encoder.layers.0.self_attn.out_proj" not in ok.supermask_report.converted
 
 

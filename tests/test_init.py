@@ -19,8 +19,7 @@ from supermask.init import checksum, generate_scores, generate_weight
 
 def test_generator_is_pinned() -> None:
     # Golden values: SplitMix64 with key 0 starts with these (its published test vector).
-    assert [int(v) for v in rng.random_uint64(0, 3)] == [
-        0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    assert [int(v) for v in rng.random_uint64(0, 3)] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
 
 
 def test_normal_statistics() -> None:

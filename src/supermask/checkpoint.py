@@ -105,6 +105,7 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, include_scores:
     for key, value in state.items():
         tensors[f"state/{key}"] = value.detach().cpu().contiguous()
     blob = st_save(tensors)
+    report: Any = model.supermask_report
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -113,7 +114,7 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, include_scores:
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "config": cfg.to_dict(),
         "layers": layers,
-        "left_dense": list(getattr(model, "supermask_report").left_dense),
+        "left_dense": list(report.left_dense),
         "has_scores": include_scores,
         "tensors_file": TENSORS_FILE,
         "tensors_sha256": hashlib.sha256(blob).hexdigest(),
@@ -135,7 +136,9 @@ def read_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], 
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{meta_path} is corrupt (not valid JSON): {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a supermask checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise CheckpointError(
+            f"{meta_path} is not a supermask checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -177,8 +180,10 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     for name, entry in layers.items():
         module = modules.get(name)
         if module is None:
-            raise CheckpointError(f"wrong architecture: the checkpoint has layer {name!r}, the model has no such module")
-        shape = list(getattr(module, "weight").shape)
+            raise CheckpointError(
+                f"wrong architecture: the checkpoint has layer {name!r}, the model has no such module"
+            )
+        shape = list(module.weight.shape)
         if shape != entry["shape"] or type(module).__name__ != entry["type"]:
             raise CheckpointError(
                 f"wrong architecture: layer {name!r} is {type(module).__name__}{shape} in the model, "
@@ -197,7 +202,7 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     converted = {n: layer for n, layer in supermask_layers(model)}
     if set(converted) != set(layers):
         raise CheckpointError(f"wrong architecture: converted {sorted(converted)}, checkpoint has {sorted(layers)}")
-    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
+    state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     regenerable = _regenerable_keys(model)
     missing = [k for k in missing if k not in regenerable]

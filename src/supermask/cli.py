@@ -43,8 +43,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     _, test_loader, *_ = build_data(cfg, device, 0, 1)
     metrics = evaluate(model.to(device), test_loader, device)
-    out = {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "examples": metrics["examples"],
-           "dataset": describe(cfg.data.name), "split": "test", "checkpoint": str(path), "model": cfg.model.name}
+    out = {
+        "accuracy": metrics["accuracy"],
+        "loss": metrics["loss"],
+        "examples": metrics["examples"],
+        "dataset": describe(cfg.data.name),
+        "split": "test",
+        "checkpoint": str(path),
+        "model": cfg.model.name,
+    }
     if args.json:
         print(json.dumps(out))
     else:

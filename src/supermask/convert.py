@@ -22,8 +22,11 @@ _WRAPPER = {nn.Linear: SupermaskLinear, nn.Conv1d: SupermaskConv, nn.Conv2d: Sup
 
 # Modules holding weights that supermask cannot mask, and why.
 _UNSUPPORTED_REASONS: tuple[tuple[type[nn.Module], str], ...] = (
-    (nn.MultiheadAttention, "its packed in_proj_weight is read directly by F.multi_head_attention_forward "
-     "(its out_proj Linear is converted)"),
+    (
+        nn.MultiheadAttention,
+        "its packed in_proj_weight is read directly by F.multi_head_attention_forward "
+        "(its out_proj Linear is converted)",
+    ),
     (nn.Embedding, "embeddings are lookups, not weight matrices with a fan"),
     (nn.EmbeddingBag, "embeddings are lookups, not weight matrices with a fan"),
     (nn.RNNBase, "RNN/LSTM/GRU weights are flat parameters used by fused kernels"),
@@ -105,9 +108,9 @@ def _check_spec(spec: Any, field_name: str) -> None:
 
 @dataclass
 class _Plan:
-    targets: list[tuple[str, nn.Module]]
+    targets: list[tuple[str, Any]]
     report: ConversionReport
-    batchnorms: list[tuple[str, nn.Module]]
+    batchnorms: list[tuple[str, Any]]
 
 
 def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
@@ -117,7 +120,7 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     if any(isinstance(m, SupermaskLayer) for m in model.modules()):
         raise SupermaskError("the model is already converted; call to_supermask on an unconverted model")
     report = ConversionReport()
-    targets: list[tuple[str, nn.Module]] = []
+    targets: list[tuple[str, Any]] = []
     candidates: list[str] = []
     excluded: list[str] = []  # an excluded module excludes everything inside it
     for name, module in model.named_modules():
@@ -157,15 +160,17 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     if cfg.method == "edge-popup-global":
         from supermask.masks import kept_count
 
-        total = sum(m.weight.numel() for _, m in targets)  # type: ignore[union-attr]
+        total = sum(int(m.weight.numel()) for _, m in targets)
         if max(1, kept_count(cfg.k, total)) < len(targets):
             raise SupermaskConfigError(
                 f"k={cfg.k} keeps fewer weights than there are layers ({len(targets)}); the global guard "
                 "keeps at least one weight per layer, so raise k"
             )
-    batchnorms = []
+    batchnorms: list[tuple[str, Any]] = []
     if cfg.batchnorm == "non_affine" and cfg.method != "dense":
-        batchnorms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+        batchnorms = [
+            (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+        ]
     report.converted = [n for n, _ in targets]
     report.batchnorm_non_affine = [n for n, _ in batchnorms]
     return _Plan(targets, report, batchnorms)
@@ -192,20 +197,18 @@ def to_supermask(
     # Generate everything first: nothing is changed until all of it exists.
     new_tensors = []
     for name, module in plan.targets:
-        shape = tuple(module.weight.shape)  # type: ignore[union-attr]
+        shape = tuple(module.weight.shape)
         weight = _weights[name] if _weights is not None else generate_weight(name, shape, cfg, cfg.k)
         scores = None if cfg.method == "dense" else generate_scores(name, shape, cfg)
         new_tensors.append((weight, scores))
 
     wrappers: list[SupermaskLayer] = []
     for (name, module), (weight, scores) in zip(plan.targets, new_tensors):
-        ref = module.weight  # type: ignore[union-attr]
-        module.weight = nn.Parameter(  # type: ignore[union-attr]
-            weight.to(device=ref.device, dtype=ref.dtype), requires_grad=cfg.method == "dense"
-        )
+        ref = module.weight
+        module.weight = nn.Parameter(weight.to(device=ref.device, dtype=ref.dtype), requires_grad=cfg.method == "dense")
         if scores is not None:
             scores = scores.to(device=ref.device, dtype=ref.dtype)
-        bias = module.bias  # type: ignore[union-attr]
+        bias = module.bias
         if isinstance(bias, torch.Tensor):
             if cfg.bias == "zero":
                 with torch.no_grad():
@@ -225,12 +228,12 @@ def to_supermask(
         bn.affine = False
         bn.weight = None
         bn.bias = None
-    model.supermask_config = cfg  # type: ignore[assignment]
-    model.supermask_report = plan.report  # type: ignore[assignment]
+    model.supermask_config = cfg  # type: ignore[assignment,unused-ignore]
+    model.supermask_report = plan.report  # type: ignore[assignment,unused-ignore]
     return model
 
 
-def supermask_layers(model: nn.Module) -> list[tuple[str, SupermaskLayer]]:
+def supermask_layers(model: nn.Module) -> list[tuple[str, Any]]:
     """(qualified name in the unconverted model, layer) for every converted layer."""
     return [(m.layer_name, m) for m in model.modules() if isinstance(m, SupermaskLayer)]
 
@@ -251,7 +254,7 @@ def set_k(model: nn.Module, k: float) -> None:
         raise SupermaskConfigError(f"k has no effect for method {cfg.method!r}; it is used by the edge-popup methods")
     layers = supermask_layers(model)
     if cfg.method == "edge-popup-global":
-        total = sum(layer.base_layer.weight.numel() for _, layer in layers)
+        total = sum(int(layer.base_layer.weight.numel()) for _, layer in layers)
         from supermask.masks import kept_count
 
         if kept_count(k, total) < len(layers):
@@ -306,8 +309,8 @@ def merge(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         merged = [(name, layer.base_layer, layer.effective_weight().detach().clone()) for name, layer in layers]
     model.train(was)
-    for name, base, weight in merged:
-        base.weight = nn.Parameter(weight)  # type: ignore[union-attr]
+    for name, base, weight in merged:  # base: nn.Linear / nn.ConvNd
+        base.weight = nn.Parameter(weight)
         if isinstance(base.bias, torch.Tensor):
             base.bias.requires_grad_(True)
         _set_submodule(model, name, base)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import pickle
 import shutil
@@ -71,30 +70,64 @@ _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(10, 1, 8, (0.3,), (0.37,), False, note="scikit-learn's 8x8 digits, shipped offline"),
     "mnist": DatasetInfo(
-        10, 1, 28, (0.1307,), (0.3081,), False,
+        10,
+        1,
+        28,
+        (0.1307,),
+        (0.3081,),
+        False,
         urls=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         files=_MNIST_FILES,
     ),
     "fashion-mnist": DatasetInfo(
-        10, 1, 28, (0.2860,), (0.3530,), False,
-        urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",), files=_FASHION_FILES,
+        10,
+        1,
+        28,
+        (0.2860,),
+        (0.3530,),
+        False,
+        urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        files=_FASHION_FILES,
     ),
     "cifar10": DatasetInfo(
-        10, 3, 32, _CIFAR_MEAN, _CIFAR_STD, True, urls=("https://www.cs.toronto.edu/~kriz/",),
+        10,
+        3,
+        32,
+        _CIFAR_MEAN,
+        _CIFAR_STD,
+        True,
+        urls=("https://www.cs.toronto.edu/~kriz/",),
         files=(RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
     ),
     "cifar10-jpeg75": DatasetInfo(
-        10, 3, 32, _CIFAR_MEAN, _CIFAR_STD, True,
+        10,
+        3,
+        32,
+        _CIFAR_MEAN,
+        _CIFAR_STD,
+        True,
         files=(RemoteFile("cifar-10-jpeg75-python.tar.gz", "18a27610ac54addce5a4621da9fab090"),),
         note="CIFAR-10 rebuilt from JPEG quality 75 (lossy pixels, original labels): read from data.root only",
     ),
     "cifar100": DatasetInfo(
-        100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
+        100,
+        3,
+        32,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        True,
         urls=("https://www.cs.toronto.edu/~kriz/",),
         files=(RemoteFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
     ),
-    "imagenet": DatasetInfo(1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True,
-                            note="a folder with train/ and val/, one sub-folder per class"),
+    "imagenet": DatasetInfo(
+        1000,
+        3,
+        224,
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        True,
+        note="a folder with train/ and val/, one sub-folder per class",
+    ),
 }
 DATASET_NAMES = tuple(DATASETS)
 
@@ -117,13 +150,17 @@ def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
             shutil.copyfileobj(response, out)
         got = md5sum(tmp)
         if got != md5:
-            raise DataError(f"downloaded {url} has md5 {got}, expected {md5}: the file is corrupt or not the "
-                            "expected one, so it was discarded")
+            raise DataError(
+                f"downloaded {url} has md5 {got}, expected {md5}: the file is corrupt or not the "
+                "expected one, so it was discarded"
+            )
         os.replace(tmp, dest)
         return dest
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise DataError(f"cannot download {url}: {exc}. If this machine is offline, put the file in the data "
-                        f"root ({dest.parent}) yourself") from exc
+        raise DataError(
+            f"cannot download {url}: {exc}. If this machine is offline, put the file in the data "
+            f"root ({dest.parent}) yourself"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -136,8 +173,10 @@ def fetch(name: str, root: Path, info: DatasetInfo) -> dict[str, Path]:
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             if not info.urls:
-                raise DataError(f"{name}: {remote.name} is not in {root} (or {root / name}) and this data set has "
-                                f"no download source ({info.note}). Set data.root to the folder that holds it")
+                raise DataError(
+                    f"{name}: {remote.name} is not in {root} (or {root / name}) and this data set has "
+                    f"no download source ({info.note}). Set data.root to the folder that holds it"
+                )
             errors = []
             for base in info.urls:
                 try:
@@ -148,8 +187,10 @@ def fetch(name: str, root: Path, info: DatasetInfo) -> dict[str, Path]:
             if path is None:
                 raise DataError(f"{name}: could not get {remote.name}: " + " | ".join(errors))
         elif md5sum(path) != remote.md5:
-            raise DataError(f"{path} has the wrong md5 (expected {remote.md5} for {name}); it is corrupt or a "
-                            "different variant of the data set. Delete it to download it again")
+            raise DataError(
+                f"{path} has the wrong md5 (expected {remote.md5} for {name}); it is corrupt or a "
+                "different variant of the data set. Delete it to download it again"
+            )
         found[remote.name] = path
     return found
 
@@ -189,7 +230,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
         raise DataError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise DataError(f"{path} is truncated: {body.size} bytes of data, expected {int(np.prod(dims))}")
@@ -199,8 +240,13 @@ def read_idx(path: Path) -> np.ndarray:
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles only what CIFAR batches hold (dicts, lists, strings, numpy arrays)."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes")}
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("builtins", "bytes"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
@@ -219,7 +265,9 @@ def _load_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
 def load_arrays(name: str, root: str | os.PathLike[str] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train": (x uint8 NCHW, y int64), "test": (...)}`` for a small data set."""
     if name not in DATASETS or name == "imagenet":
-        raise DataError(f"unknown tensor data set {name!r}; choose one of: {', '.join(n for n in DATASETS if n != 'imagenet')}")
+        raise DataError(
+            f"unknown tensor data set {name!r}; choose one of: {', '.join(n for n in DATASETS if n != 'imagenet')}"
+        )
     info = DATASETS[name]
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -268,12 +316,21 @@ class TensorLoader:
     """
 
     def __init__(
-        self, x: np.ndarray | Tensor, y: np.ndarray | Tensor, info: DatasetInfo, batch_size: int, *, train: bool,
-        device: torch.device | str = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1,
+        self,
+        x: np.ndarray | Tensor,
+        y: np.ndarray | Tensor,
+        info: DatasetInfo,
+        batch_size: int,
+        *,
+        train: bool,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
         augment: bool | None = None,
     ) -> None:
-        self.x = torch.as_tensor(x).to(device)
-        self.y = torch.as_tensor(y).to(device)
+        self.x = torch.as_tensor(np.array(x) if isinstance(x, np.ndarray) else x).to(device)
+        self.y = torch.as_tensor(np.array(y) if isinstance(y, np.ndarray) else y).to(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.train = train
@@ -320,7 +377,7 @@ def random_crop_flip(x: Tensor, gen: torch.Generator, padding: int = 4) -> Tenso
     flips = (torch.rand(b, generator=gen) < 0.5).to(x.device)
     padded = torch.nn.functional.pad(x, (padding,) * 4)
     rows = (shifts[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (shifts[1, :, None] + torch.arange(w, device=x.device))
+    cols = shifts[1, :, None] + torch.arange(w, device=x.device)
     cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     chan = torch.arange(c, device=x.device)[None, :, None, None]
@@ -328,14 +385,21 @@ def random_crop_flip(x: Tensor, gen: torch.Generator, padding: int = 4) -> Tenso
 
 
 def build_tensor_loaders(
-    name: str, root: str | None, batch_size: int, device: torch.device | str, seed: int,
-    rank: int = 0, world_size: int = 1, eval_batch_size: int = 1000,
+    name: str,
+    root: str | None,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    eval_batch_size: int = 1000,
 ) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
     """Train and test loaders of a small data set."""
     arrays = load_arrays(name, root)
     info = DATASETS[name]
-    train = TensorLoader(*arrays["train"], info, batch_size, train=True, device=device, seed=seed,
-                         rank=rank, world_size=world_size)
+    train = TensorLoader(
+        *arrays["train"], info, batch_size, train=True, device=device, seed=seed, rank=rank, world_size=world_size
+    )
     test = TensorLoader(*arrays["test"], info, eval_batch_size, train=False, device=device, seed=seed)
     return train, test, info
 
@@ -355,7 +419,9 @@ class ImageFolder(torch.utils.data.Dataset):
         if not self.classes:
             raise DataError(f"{root} has no class sub-folders")
         self.samples = [
-            (p, i) for i, c in enumerate(self.classes) for p in sorted((root / c).iterdir())
+            (p, i)
+            for i, c in enumerate(self.classes)
+            for p in sorted((root / c).iterdir())
             if p.suffix in self.EXTENSIONS
         ]
         if not self.samples:
@@ -382,14 +448,14 @@ class ImageFolder(torch.utils.data.Dataset):
             ch = int(min(h, round((area / ratio) ** 0.5)))
             left = np.random.randint(0, w - cw + 1)
             top = np.random.randint(0, h - ch + 1)
-            img = img.resize((s, s), Image.BILINEAR, box=(left, top, left + cw, top + ch))
+            img = img.resize((s, s), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
             if np.random.rand() < 0.5:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         else:  # resize the short side to s/0.875, center crop s
             w, h = img.size
             short = round(s / 0.875)
             scale = short / min(w, h)
-            img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BILINEAR)
+            img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.Resampling.BILINEAR)
             w, h = img.size
             left, top = (w - s) // 2, (h - s) // 2
             img = img.crop((left, top, left + s, top + s))
@@ -398,7 +464,12 @@ class ImageFolder(torch.utils.data.Dataset):
 
 
 def build_folder_loaders(
-    root: str | None, image_size: int, batch_size: int, workers: int, seed: int, rank: int = 0,
+    root: str | None,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    rank: int = 0,
     world_size: int = 1,
 ) -> tuple[Any, Any, DatasetInfo, int]:
     """Train and val DataLoaders of an ImageNet-style folder, and its number of classes."""
@@ -408,13 +479,19 @@ def build_folder_loaders(
     info = DATASETS["imagenet"]
     train = ImageFolder(base / "train", image_size, True, info)
     val = ImageFolder(base / "val", image_size, False, info)
-    sampler = None
+    sampler: Any = None
     if world_size > 1:
         sampler = torch.utils.data.DistributedSampler(train, world_size, rank, shuffle=True, seed=seed)
     g = torch.Generator().manual_seed(seed)
     train_loader = torch.utils.data.DataLoader(
-        train, batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers, generator=g,
-        drop_last=True, persistent_workers=workers > 0,
+        train,
+        batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        generator=g,
+        drop_last=True,
+        persistent_workers=workers > 0,
     )
     val_loader = torch.utils.data.DataLoader(val, batch_size, shuffle=False, num_workers=workers)
     return train_loader, val_loader, info, len(train.classes)
@@ -425,6 +502,16 @@ def describe(name: str) -> str:
     return "CIFAR-10 (JPEG-75 rebuild)" if name == "cifar10-jpeg75" else name
 
 
-__all__ = ["DATASETS", "DATASET_NAMES", "DataError", "TensorLoader", "build_folder_loaders",
-           "build_tensor_loaders", "describe", "download", "load_arrays", "random_crop_flip", "safe_extract"]
-_ = io
+__all__ = [
+    "DATASETS",
+    "DATASET_NAMES",
+    "DataError",
+    "TensorLoader",
+    "build_folder_loaders",
+    "build_tensor_loaders",
+    "describe",
+    "download",
+    "load_arrays",
+    "random_crop_flip",
+    "safe_extract",
+]

@@ -21,6 +21,8 @@ from supermask.masks import MaskedWeight, kept_count, new_hint, topk_mask
 class SupermaskLayer(nn.Module):
     """Base class of the wrappers; ``method`` is one of the config's methods."""
 
+    base_layer: Any  # nn.Linear or nn.ConvNd (typed loosely: torch types module attributes as Tensor | Module)
+
     def __init__(self, base_layer: nn.Module, name: str, method: str, k: float, scores: Tensor | None) -> None:
         super().__init__()
         self.base_layer = base_layer
@@ -126,7 +128,7 @@ class GlobalTopK:
     |scores| of all layers together. The total kept is exactly K (it must be >= L).
     """
 
-    def __init__(self, layers: list[SupermaskLayer], k: float) -> None:
+    def __init__(self, layers: list[Any], k: float) -> None:
         self.layers = layers
         self.k = k
         self._key: tuple[Any, ...] | None = None
@@ -134,7 +136,7 @@ class GlobalTopK:
         self._hint = new_hint()
 
     def total(self) -> int:
-        return sum(layer.base_layer.weight.numel() for layer in self.layers)
+        return sum(int(layer.base_layer.weight.numel()) for layer in self.layers)
 
     def kept(self) -> int:
         return max(len(self.layers), kept_count(self.k, self.total()))

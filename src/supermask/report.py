@@ -33,13 +33,21 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (dataset, model, width, method, init, k, epochs), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         accs = [r["accuracy"] for r in rs]
         kept = [r["kept_fraction"] for r in rs]
-        out.append({
-            "dataset": dataset, "model": model, "width": width, "method": method,
-            "weight_init": init if method != "dense" else "learned", "k": k, "epochs": epochs,
-            "kept_percent": 100 * statistics.mean(kept), "seeds": len(rs),
-            "accuracy_mean": 100 * statistics.mean(accs),
-            "accuracy_std": 100 * statistics.stdev(accs) if len(accs) > 1 else 0.0,
-        })
+        out.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "width": width,
+                "method": method,
+                "weight_init": init if method != "dense" else "learned",
+                "k": k,
+                "epochs": epochs,
+                "kept_percent": 100 * statistics.mean(kept),
+                "seeds": len(rs),
+                "accuracy_mean": 100 * statistics.mean(accs),
+                "accuracy_std": 100 * statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            }
+        )
     return out
 
 
@@ -56,12 +64,16 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(summary)
-    lines = ["| data set | model | width | method | weight init | % kept | epochs | seeds | test accuracy (%) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data set | model | width | method | weight init | % kept | epochs | seeds | test accuracy (%) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in summary:
-        lines.append(f"| {s['dataset']} | {s['model']} | {s['width']} | {s['method']} | {s['weight_init']} | "
-                     f"{s['kept_percent']:.1f} | {s['epochs']} | {s['seeds']} | "
-                     f"{s['accuracy_mean']:.2f} ± {s['accuracy_std']:.2f} |")
+        lines.append(
+            f"| {s['dataset']} | {s['model']} | {s['width']} | {s['method']} | {s['weight_init']} | "
+            f"{s['kept_percent']:.1f} | {s['epochs']} | {s['seeds']} | "
+            f"{s['accuracy_mean']:.2f} ± {s['accuracy_std']:.2f} |"
+        )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     return [out / "results.md", out / "results.csv", plot(summary, out / "results.png")]
 
@@ -77,10 +89,14 @@ def plot(summary: list[dict[str, Any]], path: Path) -> Path:
     lines: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for s in summary:
         lines[(s["dataset"], s["model"], s["width"], s["method"], s["weight_init"])].append(s)
-    for (dataset, model, width, method, init), pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
+    for (_dataset, model, width, method, init), pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
         pts.sort(key=lambda p: p["kept_percent"])
-        label = f"{model}" + (f" w{width}" if width != 1.0 else "") + f" {method}" + (
-            f" ({init})" if method != "dense" else "")
+        label = (
+            f"{model}"
+            + (f" w{width}" if width != 1.0 else "")
+            + f" {method}"
+            + (f" ({init})" if method != "dense" else "")
+        )
         xs = [p["kept_percent"] for p in pts]
         ys = [p["accuracy_mean"] for p in pts]
         es = [p["accuracy_std"] for p in pts]

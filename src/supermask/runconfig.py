@@ -192,10 +192,14 @@ def check(cfg: RunConfig) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise SupermaskConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(allowed)}")
-    positive = {"optim.lr": cfg.optim.lr, "data.batch_size": cfg.data.batch_size, "model.width": cfg.model.width}
-    for key, value in positive.items():
-        if not value > 0:
-            raise SupermaskConfigError(f"{key}={value!r} must be positive")
+    positive: dict[str, float] = {
+        "optim.lr": cfg.optim.lr,
+        "data.batch_size": cfg.data.batch_size,
+        "model.width": cfg.model.width,
+    }
+    for key, number in positive.items():
+        if not number > 0:
+            raise SupermaskConfigError(f"{key}={number!r} must be positive")
     if cfg.train.epochs < 1:
         raise SupermaskConfigError(f"train.epochs={cfg.train.epochs} must be at least 1")
     cfg.supermask_config()  # validates every supermask option

@@ -46,8 +46,9 @@ def pick_device(name: str) -> torch.device:
 
 def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """The plain model from the registry, converted by the run's supermask options."""
-    model = models.create(cfg.model.name, num_classes=num_classes, width=cfg.model.width,
-                          in_channels=in_channels, image_size=image_size)
+    model = models.create(
+        cfg.model.name, num_classes=num_classes, width=cfg.model.width, in_channels=in_channels, image_size=image_size
+    )
     return to_supermask(model, cfg.supermask_config())
 
 
@@ -56,25 +57,26 @@ def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> t
     if cfg.data.name == "imagenet":
         size = cfg.data.image_size or 224
         train, test, info, classes = build_folder_loaders(
-            cfg.data.root, size, cfg.data.batch_size, cfg.data.workers, cfg.train.seed, rank, world)
+            cfg.data.root, size, cfg.data.batch_size, cfg.data.workers, cfg.train.seed, rank, world
+        )
         return train, test, classes, 3, size
-    train, test, info = build_tensor_loaders(cfg.data.name, cfg.data.root, cfg.data.batch_size, device,
-                                             cfg.train.seed, rank, world, cfg.data.eval_batch_size)
+    train, test, info = build_tensor_loaders(
+        cfg.data.name, cfg.data.root, cfg.data.batch_size, device, cfg.train.seed, rank, world, cfg.data.eval_batch_size
+    )
     return train, test, info.num_classes, info.in_channels, info.image_size
 
 
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     """SGD or Adam over the trainable parameters (scores, or weights for ``dense``)."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         if not p.requires_grad:
             continue  # frozen random weights and frozen biases
         if cfg.optim.no_decay_bn_bias and (p.ndim <= 1):
             no_decay.append(p)
         else:
             decay.append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     o = cfg.optim
     if o.name == "adam":
         return torch.optim.Adam(groups, lr=o.lr, betas=o.betas)
@@ -147,7 +149,9 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = build_optimizer(cfg, model)
-        steps_per_epoch = len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
+        steps_per_epoch = (
+            len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
+        )
         total_steps = cfg.train.epochs * steps_per_epoch
         autocast = cfg.train.bf16 and device.type == "cuda"
 
@@ -157,8 +161,10 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
         if cfg.train.resume and state_path.is_file():
             state = torch.load(state_path, map_location=device, weights_only=True)
             if state["config"] != cfg.to_dict():
-                raise TrainingError(f"{run_dir} holds a run with a different config; use another train.run_name "
-                                    "or train.out_dir, or delete that directory")
+                raise TrainingError(
+                    f"{run_dir} holds a run with a different config; use another train.run_name "
+                    "or train.out_dir, or delete that directory"
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"], state["metrics"]
@@ -167,6 +173,8 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
         if master:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            # The metrics file holds exactly the checkpointed epochs (a kill may have left one more).
+            (run_dir / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
         net: nn.Module = model
         if cfg.train.compile:
             net = torch.compile(net)  # type: ignore[assignment]
@@ -210,9 +218,15 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                     "Lower optim.lr or add warm-up (optim.warmup_epochs)"
                 )
             test = evaluate(model, test_loader, device, autocast)
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": float(correct) / max(1, seen),
-                   "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                   "seconds": time.perf_counter() - t0}
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": train_loss,
+                "train_accuracy": float(correct) / max(1, seen),
+                "test_loss": test["loss"],
+                "test_accuracy": test["accuracy"],
+                "seconds": time.perf_counter() - t0,
+            }
             history.append(row)
             if master:
                 with open(run_dir / METRICS, "a") as f:
@@ -220,20 +234,40 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                 if writer is not None:
                     for key, value in row.items():
                         writer.add_scalar(key, value, epoch + 1)
-                _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "epoch": epoch + 1, "metrics": history, "config": cfg.to_dict()}, state_path)
-                log(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {train_loss:.4f}  "
-                    f"train acc {row['train_accuracy']:.4f}  test acc {test['accuracy']:.4f}  ({row['seconds']:.1f}s)")
+                _atomic_torch_save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch + 1,
+                        "metrics": history,
+                        "config": cfg.to_dict(),
+                    },
+                    state_path,
+                )
+                log(
+                    f"epoch {epoch + 1}/{cfg.train.epochs}  loss {train_loss:.4f}  "
+                    f"train acc {row['train_accuracy']:.4f}  test acc {test['accuracy']:.4f}  ({row['seconds']:.1f}s)"
+                )
 
         # --- the result ----------------------------------------------------------------------
         final = history[-1] if history else {}
         report = sparsity_report(model)
-        result = {"run_dir": str(run_dir), "dataset": describe(cfg.data.name), "split": "test",
-                  "accuracy": final.get("test_accuracy"), "epochs": cfg.train.epochs, "model": cfg.model.name,
-                  "width": cfg.model.width, "method": cfg.supermask.get("method", "edge-popup"),
-                  "k": cfg.supermask.get("k", 0.5), "weight_init": cfg.supermask_config().weight_init,
-                  "seed": cfg.train.seed, "kept_fraction": report["converted"]["fraction"],
-                  "world_size": world, "device": str(device)}
+        result = {
+            "run_dir": str(run_dir),
+            "dataset": describe(cfg.data.name),
+            "split": "test",
+            "accuracy": final.get("test_accuracy"),
+            "epochs": cfg.train.epochs,
+            "model": cfg.model.name,
+            "width": cfg.model.width,
+            "method": cfg.supermask.get("method", "edge-popup"),
+            "k": cfg.supermask.get("k", 0.5),
+            "weight_init": cfg.supermask_config().weight_init,
+            "seed": cfg.train.seed,
+            "kept_fraction": report["converted"]["fraction"],
+            "world_size": world,
+            "device": str(device),
+        }
         if master:
             export(model, cfg, run_dir / EXPORT)
             (run_dir / RESULT).write_text(json.dumps(result, indent=1))
@@ -267,8 +301,10 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
         p = p / EXPORT
     run_json = p / "run.json"
     if not (p / checkpoint.CONFIG_FILE).is_file() or not run_json.is_file():
-        raise TrainingError(f"{path} is neither a finished run directory nor an exported checkpoint "
-                            "(expected supermask.json and run.json)")
+        raise TrainingError(
+            f"{path} is neither a finished run directory nor an exported checkpoint "
+            "(expected supermask.json and run.json)"
+        )
     cfg = from_dict(json.loads(run_json.read_text()))
     name = cfg.data.name
     info = DATASETS[name]
@@ -276,6 +312,7 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
     if name == "imagenet":
         size = cfg.data.image_size or 224
         classes = len([d for d in (Path(cfg.data.root or ".") / "train").iterdir() if d.is_dir()])
-    plain = models.create(cfg.model.name, num_classes=classes, width=cfg.model.width, in_channels=channels,
-                          image_size=size)
+    plain = models.create(
+        cfg.model.name, num_classes=classes, width=cfg.model.width, in_channels=channels, image_size=size
+    )
     return checkpoint.load(p, plain), cfg, p

@@ -6,8 +6,12 @@ from torch import Tensor, nn
 
 from supermask.models.mlp import scaled
 
-_DEPTHS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]),
-           "resnet50": ("bottleneck", [3, 4, 6, 3]), "resnet101": ("bottleneck", [3, 4, 23, 3])}
+_DEPTHS = {
+    "resnet18": ("basic", [2, 2, 2, 2]),
+    "resnet34": ("basic", [3, 4, 6, 3]),
+    "resnet50": ("bottleneck", [3, 4, 6, 3]),
+    "resnet101": ("bottleneck", [3, 4, 23, 3]),
+}
 
 
 class BasicBlock(nn.Module):
@@ -103,13 +107,19 @@ class ResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def cifar_resnet(depth: str, num_classes: int = 10, width: float = 1.0, in_channels: int = 3, image_size: int = 32) -> ResNet:
+def cifar_resnet(
+    depth: str, num_classes: int = 10, width: float = 1.0, in_channels: int = 3, image_size: int = 32
+) -> ResNet:
     block, layers = _DEPTHS[depth]
     return ResNet(block, layers, num_classes, width, in_channels, stem="cifar")
 
 
 def imagenet_resnet(
-    depth: str, num_classes: int = 1000, width: float = 1.0, in_channels: int = 3, image_size: int = 224,
+    depth: str,
+    num_classes: int = 1000,
+    width: float = 1.0,
+    in_channels: int = 3,
+    image_size: int = 224,
     base_width_factor: int = 1,
 ) -> ResNet:
     block, layers = _DEPTHS[depth]

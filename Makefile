@@ -1,0 +1,39 @@
+# Everything installs itself into .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build (it lies on this project's machines). On a GPU machine: make TORCH="torch==2.13.0" with
+# pip's CUDA index, or install torch into .venv yourself first.
+TORCH ?= torch==2.13.0
+
+.PHONY: run test test-all lint bench reproduce clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed  ## the main job: edge-popup MLP on the embedded digits data set
+	$(VENV)/bin/supermask train
+
+test: $(VENV)/.installed  ## the test suite (exit 5, "no tests ran", counts as a failure)
+	$(PY) -m pytest -q -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src
+
+bench: $(VENV)/.installed  ## benchmarks (not tests): prints medians and ratios
+	$(PY) benchmarks/run_all.py
+
+reproduce: $(VENV)/.installed  ## issue-5 experiments (long; resumable)
+	experiments/mnist_fc.sh
+	experiments/cifar10_conv.sh
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,204 @@
+"""Data: real files from ../shared, md5-checked downloads from a local server, safe extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import pickle
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from supermask import data
+from supermask.data import DataError, DatasetInfo, RemoteFile
+
+
+def test_mnist_from_shared(shared_data: Path) -> None:
+    arrays = data.load_arrays("mnist", shared_data / "mnist")
+    x, y = arrays["train"]
+    assert x.shape == (60000, 1, 28, 28) and x.dtype == np.uint8
+    assert arrays["test"][0].shape == (10000, 1, 28, 28)
+    assert y[:5].tolist() == [5, 0, 4, 1, 9]
+
+
+def test_cifar10_jpeg75_from_shared(shared_data: Path, tmp_path: Path) -> None:
+    archive = shared_data / "cifar10-jpeg75" / "cifar-10-jpeg75-python.tar.gz"
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / archive.name).symlink_to(archive)
+    arrays = data.load_arrays("cifar10-jpeg75", tmp_path / "c")
+    x, y = arrays["train"]
+    assert x.shape == (50000, 3, 32, 32) and np.bincount(y).tolist() == [5000] * 10
+    assert np.bincount(arrays["test"][1]).tolist() == [1000] * 10
+    assert data.describe("cifar10-jpeg75") == "CIFAR-10 (JPEG-75 rebuild)"
+    # The rebuild is never accepted as the original CIFAR-10 archive.
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "cifar-10-python.tar.gz").symlink_to(archive)
+    with pytest.raises(DataError, match="wrong md5"):
+        data.load_arrays("cifar10", tmp_path / "o")
+
+
+def test_tensor_loader_batches_augmentation_and_ranks() -> None:
+    info = data.DATASETS["cifar10"]
+    x = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(100)
+    loader = data.TensorLoader(x, y, info, 32, train=True, seed=1)
+    batches = list(loader)
+    assert [len(b[1]) for b in batches] == [32, 32, 32, 4]
+    assert sorted(torch.cat([b[1] for b in batches]).tolist()) == list(range(100))
+    assert batches[0][0].dtype == torch.float32 and batches[0][0].shape == (32, 3, 32, 32)
+    again = list(data.TensorLoader(x, y, info, 32, train=True, seed=1))
+    assert torch.equal(again[0][0], batches[0][0])  # seeded: the same on resume
+    ranks = [
+        torch.cat([b[1] for b in data.TensorLoader(x, y, info, 16, train=True, seed=1, rank=r, world_size=2)])
+        for r in (0, 1)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) == 50 and not set(ranks[0].tolist()) & set(ranks[1].tolist())
+
+
+def test_random_crop_flip_is_a_crop_of_the_padded_image() -> None:
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    gen = torch.Generator().manual_seed(0)
+    out = data.random_crop_flip(x, gen, padding=2)
+    padded = torch.nn.functional.pad(x, (2,) * 4)
+    for i in range(2):
+        found = any(
+            torch.equal(out[i], padded[i, :, r : r + 6, c : c + 6])
+            or torch.equal(out[i], padded[i, :, r : r + 6, c : c + 6].flip(-1))
+            for r in range(5)
+            for c in range(5)
+        )
+        assert found
+
+
+def _fake_cifar_archive() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        rng = np.random.default_rng(0)
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        for name in names:
+            batch = {b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
+            raw = pickle.dumps(batch)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "cifar-10-python.tar.gz").write_bytes(_fake_cifar_archive())
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):  # type: ignore[no-untyped-def]
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+def test_download_with_right_and_wrong_md5(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = _fake_cifar_archive()
+    good = hashlib.md5(blob).hexdigest()
+    base = data.DATASETS["cifar10"]
+    fake = DatasetInfo(
+        10, 3, 32, base.mean, base.std, True, urls=(server,), files=(RemoteFile("cifar-10-python.tar.gz", good),)
+    )
+    monkeypatch.setitem(data.DATASETS, "cifar10", fake)
+    arrays = data.load_arrays("cifar10", tmp_path / "root")
+    assert arrays["train"][0].shape == (50, 3, 32, 32) and arrays["test"][1].tolist() == list(range(10))
+
+    bad = DatasetInfo(
+        10, 3, 32, base.mean, base.std, True, urls=(server,), files=(RemoteFile("cifar-10-python.tar.gz", "0" * 32),)
+    )
+    monkeypatch.setitem(data.DATASETS, "cifar10", bad)
+    with pytest.raises(DataError, match="md5 .* expected 0000"):
+        data.load_arrays("cifar10", tmp_path / "root2")
+    assert not any(p.is_file() for p in (tmp_path / "root2").rglob("*"))  # nothing half-written
+
+    offline = DatasetInfo(
+        10,
+        3,
+        32,
+        base.mean,
+        base.std,
+        True,
+        urls=("http://127.0.0.1:9/",),
+        files=(RemoteFile("cifar-10-python.tar.gz", good),),
+    )
+    monkeypatch.setitem(data.DATASETS, "cifar10", offline)
+    with pytest.raises(DataError, match="cannot download"):
+        data.load_arrays("cifar10", tmp_path / "root3")
+
+
+def test_safe_extract_refuses_escaping_members(tmp_path: Path) -> None:
+    for name, kind in [("../evil.txt", tarfile.REGTYPE), ("/abs.txt", tarfile.REGTYPE), ("link", tarfile.SYMTYPE)]:
+        archive = tmp_path / "bad.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+            tar.addfile(info, io.BytesIO(b""))
+        with pytest.raises(DataError, match="refusing to extract"):
+            data.safe_extract(archive, tmp_path / "out")
+        assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out").exists()
+
+
+def test_unpickler_refuses_code(tmp_path: Path) -> None:
+    import os as _os
+
+    (tmp_path / "batch").write_bytes(pickle.dumps({"data": _os.system}))
+    with pytest.raises(DataError, match="refusing to unpickle"):
+        data._load_cifar_batch(tmp_path / "batch", "labels")
+
+
+def test_corrupt_idx_is_an_error(tmp_path: Path) -> None:
+    p = tmp_path / "x.idx"
+    p.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 10, 1, 2]))
+    with pytest.raises(DataError, match="truncated"):
+        data.read_idx(p)
+
+
+def test_imagenet_folder_trains(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "img" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                arr = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(tmp_path / "img" / split / cls / f"{i}.png")
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    cfg = load_run_config(
+        None,
+        [
+            "data.name=imagenet",
+            f"data.root={tmp_path / 'img'}",
+            "data.image_size=16",
+            "data.workers=0",
+            "data.batch_size=4",
+            "model.name=mlp",
+            "train.epochs=1",
+            f"train.out_dir={tmp_path / 'runs'}",
+        ],
+    )
+    result = train(cfg, log=lambda *_: None)
+    assert 0.0 <= result["accuracy"] <= 1.0
+    with pytest.raises(DataError, match="data.root"):
+        data.build_folder_loaders(None, 16, 4, 0, 0)
