@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pip's CUDA index, or install torch into .venv yourself first.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test test-all lint bench reproduce clean
+.PHONY: run test lint bench reproduce clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,10 +17,7 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed  ## the main job: edge-popup MLP on the embedded digits data set
 	$(VENV)/bin/supermask train
 
-test: $(VENV)/.installed  ## the test suite (exit 5, "no tests ran", counts as a failure)
-	$(PY) -m pytest -q -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
-
-test-all: $(VENV)/.installed
+test: $(VENV)/.installed  ## the whole test suite (exit 5, "no tests ran", counts as a failure)
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
 
 lint: $(VENV)/.installed

@@ -32,13 +32,15 @@ def _threshold_warm(a: Tensor, kept: int, hint: float, width: float) -> Tensor |
     CPU only: it reads counts back to Python, which would synchronise an accelerator.
     """
     lo, hi = hint - width, hint + width
-    above = int((a > hi).sum())
+    at_least_lo = a >= lo
+    n_lo = int(torch.count_nonzero(at_least_lo))
+    if n_lo < kept:
+        return None
+    band = a[at_least_lo & (a <= hi)]
+    above = n_lo - band.numel()  # entries > hi
     if above >= kept:
         return None
-    band = a[(a >= lo) & (a <= hi)]
     need = kept - above  # the need-th largest within the band
-    if band.numel() < need:
-        return None
     return torch.kthvalue(band, band.numel() - need + 1).values
 
 
@@ -57,23 +59,21 @@ def topk_mask(a: Tensor, kept: int, hint: list[float] | None = None) -> Tensor:
         thr = _threshold_warm(a, kept, hint[0], width)
     if thr is None:
         thr = _threshold_exact(a, kept)
-    mask = a > thr
-    ties = a == thr
     if a.device.type == "cpu":
-        missing = kept - int(mask.sum())
-        n_ties = int(ties.sum())
-        if n_ties == missing:
-            mask |= ties
-        else:  # keep the first `missing` tied entries
-            mask |= ties & (torch.cumsum(ties, 0) <= missing)
+        mask = a >= thr
+        extra = int(torch.count_nonzero(mask)) - kept  # > 0 only when entries tie with the threshold
+        if extra > 0:
+            ties = a == thr
+            mask = (a > thr) | (ties & (torch.cumsum(ties, 0) <= int(ties.sum()) - extra))
         if hint is not None:
             value = float(thr)
             if hint[0] == hint[0]:
                 hint[1] = abs(value - hint[0])
             hint[0] = value
     else:  # no host sync: always resolve ties with a cumulative count
-        missing_t = kept - mask.sum()
-        mask |= ties & (torch.cumsum(ties, 0) <= missing_t)
+        mask = a > thr
+        ties = a == thr
+        mask |= ties & (torch.cumsum(ties, 0) <= kept - mask.sum())
     return mask
 
 
@@ -86,7 +86,8 @@ class MaskedWeight(torch.autograd.Function):
     """``weight * mask`` forward; straight-through backward to the scores.
 
     edge-popup ranks by |score|, so (as in the paper) d|score| = d effective_weight * weight and,
-    through the absolute value, d score = d effective_weight * weight * sign(score) (sign(0) = +1).
+    through the absolute value, d score = d effective_weight * weight * sign(score) (0 at a score of
+    exactly 0, as autograd's d|x|/dx in the paper's code).
     bernoulli: d score = d effective_weight * weight * sigmoid'(score).
     The weight receives no gradient: it is frozen.
     """
@@ -103,9 +104,9 @@ class MaskedWeight(torch.autograd.Function):
         grad_scores = grad * weight
         if ctx.bernoulli:
             p = torch.sigmoid(scores)
-            grad_scores = grad_scores * (p * (1.0 - p))
+            grad_scores.mul_(p * (1.0 - p))
         else:
-            grad_scores = torch.where(scores < 0, -grad_scores, grad_scores)
+            grad_scores.mul_(scores.sign())
         return None, grad_scores, None, None
 
 
