@@ -12,8 +12,10 @@ import torch
 
 def machine() -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
-    return (f"{platform.node()} | {device} | threads {torch.get_num_threads()} | torch {torch.__version__} | "
-            f"{time.strftime('%Y-%m-%d')}")
+    return (
+        f"{platform.node()} | {device} | threads {torch.get_num_threads()} | torch {torch.__version__} | "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
 
 
 def sync() -> None:

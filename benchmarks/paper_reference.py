@@ -61,8 +61,17 @@ def to_paper_subnet(model: nn.Module, k: float) -> nn.Module:
     """Replace every nn.Conv2d / nn.Linear by the paper's Subnet layers (same shapes and options)."""
     for name, child in list(model.named_children()):
         if type(child) is nn.Conv2d:
-            new: nn.Module = SubnetConv(child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                                        child.padding, child.dilation, child.groups, child.bias is not None, k=k)
+            new: nn.Module = SubnetConv(
+                child.in_channels,
+                child.out_channels,
+                child.kernel_size,
+                child.stride,
+                child.padding,
+                child.dilation,
+                child.groups,
+                child.bias is not None,
+                k=k,
+            )
             setattr(model, name, new)
         elif type(child) is nn.Linear:
             setattr(model, name, SubnetLinear(child.in_features, child.out_features, child.bias is not None, k=k))

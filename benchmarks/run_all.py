@@ -73,8 +73,10 @@ def bench_step(names: list[str], reps: int, out: dict) -> None:
         r = max(3, reps // 4) if name == "resnet18" and device().type == "cpu" else reps
         t = alternate(steps, r)
         out[f"step/{name}"] = t
-        print(f"{name:10} {t['dense']:9.4f} {t['supermask']:10.4f} {t['paper-sort']:11.4f} "
-              f"{t['supermask'] / t['dense']:11.3f} {t['paper-sort'] / t['supermask']:11.2f}")
+        print(
+            f"{name:10} {t['dense']:9.4f} {t['supermask']:10.4f} {t['paper-sort']:11.4f} "
+            f"{t['supermask'] / t['dense']:11.3f} {t['paper-sort'] / t['supermask']:11.2f}"
+        )
 
 
 def bench_eval(names: list[str], reps: int, out: dict) -> None:
@@ -95,13 +97,16 @@ def bench_eval(names: list[str], reps: int, out: dict) -> None:
             def f() -> None:
                 with torch.no_grad():
                     model(x)
+
             return f
 
         r = max(3, reps // 4) if name == "resnet18" and device().type == "cpu" else reps
         t = alternate({"dense": run(dense), "merged": run(merged)}, r)
         out[f"eval/{name}"] = t
-        print(f"{name:10} dense {512 / t['dense']:9.0f}/s  merged {512 / t['merged']:9.0f}/s  "
-              f"merged/dense time {t['merged'] / t['dense']:.3f}")
+        print(
+            f"{name:10} dense {512 / t['dense']:9.0f}/s  merged {512 / t['merged']:9.0f}/s  "
+            f"merged/dense time {t['merged'] / t['dense']:.3f}"
+        )
 
 
 def bench_memory(names: list[str], out: dict) -> None:
@@ -121,8 +126,10 @@ def bench_memory(names: list[str], out: dict) -> None:
             else:
                 peaks[v] = peak_cpu_bytes(step)
         out[f"memory/{name}"] = peaks
-        print(f"{name:10} dense {peaks['dense'] / 2**20:8.1f} MiB  supermask {peaks['supermask'] / 2**20:8.1f} MiB  "
-              f"ratio {peaks['supermask'] / peaks['dense']:.3f}")
+        print(
+            f"{name:10} dense {peaks['dense'] / 2**20:8.1f} MiB  supermask {peaks['supermask'] / 2**20:8.1f} MiB  "
+            f"ratio {peaks['supermask'] / peaks['dense']:.3f}"
+        )
 
 
 def bench_checkpoint(names: list[str], out: dict) -> None:
@@ -143,7 +150,10 @@ def bench_epoch(out: dict, steps_conv4: int) -> None:
 
     print("\n## (f) data pipeline share of an epoch: loader steps vs the same steps on one fixed batch")
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    for name, dataset, model_name, steps in (("mnist-fc", "mnist", "lenet", None), ("cifar-conv4", "cifar10", "conv4", steps_conv4)):
+    for name, dataset, model_name, steps in (
+        ("mnist-fc", "mnist", "lenet", None),
+        ("cifar-conv4", "cifar10", "conv4", steps_conv4),
+    ):
         info = DATASETS[dataset]
         n = 60000 if dataset == "mnist" else 50000
         try:
@@ -153,7 +163,9 @@ def bench_epoch(out: dict, steps_conv4: int) -> None:
                 arr = load_arrays("mnist", shared / "mnist")["train"]
             else:
                 tmp = Path(tempfile.mkdtemp())
-                (tmp / "cifar-10-jpeg75-python.tar.gz").symlink_to(shared / "cifar10-jpeg75" / "cifar-10-jpeg75-python.tar.gz")
+                (tmp / "cifar-10-jpeg75-python.tar.gz").symlink_to(
+                    shared / "cifar10-jpeg75" / "cifar-10-jpeg75-python.tar.gz"
+                )
                 arr = load_arrays("cifar10-jpeg75", tmp)["train"]
             xs, ys = torch.from_numpy(arr[0].copy()), torch.from_numpy(arr[1].copy())
             source = "real"
@@ -190,8 +202,10 @@ def bench_epoch(out: dict, steps_conv4: int) -> None:
         t = alternate({"e2e": e2e, "compute": compute, "data": data_only}, 3, warmup=1)
         share = t["data"] / t["e2e"]
         out[f"epoch/{name}"] = {**t, "steps": total, "data_share": share, "source": source}
-        print(f"{name:12} {total} steps ({source} data): end-to-end {t['e2e']:.2f}s  compute {t['compute']:.2f}s  "
-              f"data alone {t['data']:.3f}s  data share {100 * share:.1f}%")
+        print(
+            f"{name:12} {total} steps ({source} data): end-to-end {t['e2e']:.2f}s  compute {t['compute']:.2f}s  "
+            f"data alone {t['data']:.3f}s  data share {100 * share:.1f}%"
+        )
 
 
 def main() -> None:

@@ -25,12 +25,15 @@ def test_kept_count_rule(n: int, k: float) -> None:
     assert kept_count(k, n) == max(1, round(k * n))
 
 
-def test_topk_matches_reference_with_ties() -> None:
+@pytest.mark.parametrize("sync_free", [False, True])  # True: the accelerator path, run here on the CPU
+def test_topk_matches_reference_with_ties(sync_free: bool) -> None:
     g = torch.Generator().manual_seed(0)
     for n in (1, 5, 64, 333):
         a = torch.randint(0, 4, (n,), generator=g).float()  # many ties
         for kept in {1, n // 3 or 1, n // 2 or 1, n}:
-            assert torch.equal(topk_mask(a, kept), reference_mask(a, kept))
+            assert torch.equal(topk_mask(a, kept, sync_free=sync_free), reference_mask(a, kept))
+        b = torch.rand(n, generator=g)
+        assert torch.equal(topk_mask(b, n // 2 or 1, sync_free=sync_free), reference_mask(b, n // 2 or 1))
 
 
 def test_warm_start_equals_cold_selection() -> None:

@@ -174,3 +174,13 @@ def test_sweep_resumes_and_report_writes_png(tmp_path: Path) -> None:
     table = (tmp_path / "grid" / "results.md").read_text()
     assert table.count("| digits | mlp |") == 2 and "± " in table
     assert (tmp_path / "grid" / "results.csv").read_text().startswith("dataset,model,width,method")
+
+
+def test_compile_matches_eager(tmp_path: Path) -> None:
+    """torch.compile must not freeze a stale mask into the graph (the selection stays eager)."""
+    common = [f"train.out_dir={tmp_path}", "train.epochs=2"]
+    eager = train(load_run_config(None, [*common, "train.run_name=eager"]), log=lambda *_: None)
+    compiled = train(
+        load_run_config(None, [*common, "train.run_name=compiled", "train.compile=true"]), log=lambda *_: None
+    )
+    assert abs(eager["accuracy"] - compiled["accuracy"]) <= 0.01

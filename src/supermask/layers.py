@@ -55,6 +55,7 @@ class SupermaskLayer(nn.Module):
         """Number of weights kept at the present k (per-layer rule of :func:`kept_count`)."""
         return kept_count(self.k, self.base_layer.weight.numel())
 
+    @torch.compiler.disable  # data-dependent selection and a Python-side cache: kept out of compiled graphs
     def mask(self) -> Tensor:
         """The boolean mask used now (cached until the scores or k change)."""
         if self.method == "dense":
@@ -75,6 +76,7 @@ class SupermaskLayer(nn.Module):
         self._mask_key, self._mask = key, mask
         return mask
 
+    @torch.compiler.disable
     def effective_weight(self) -> Tensor:
         """``weight * mask``, differentiable with respect to the scores (straight-through)."""
         weight = self.base_layer.weight

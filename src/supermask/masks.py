@@ -44,22 +44,26 @@ def _threshold_warm(a: Tensor, kept: int, hint: float, width: float) -> Tensor |
     return torch.kthvalue(band, band.numel() - need + 1).values
 
 
-def topk_mask(a: Tensor, kept: int, hint: list[float] | None = None) -> Tensor:
+def topk_mask(a: Tensor, kept: int, hint: list[float] | None = None, sync_free: bool | None = None) -> Tensor:
     """Boolean mask of the ``kept`` largest entries of 1-D ``a``; ties kept by lower index.
 
     ``hint``, if given, is a 2-item list [previous threshold, previous change] that is read and
     updated: on the CPU it turns the O(n) quickselect into a few elementwise passes.
+    ``sync_free`` (default: True off the CPU) uses only device-side operations, never reading a
+    value back to the host.
     """
+    if sync_free is None:
+        sync_free = a.device.type != "cpu"
     n = a.numel()
     if kept >= n:
         return torch.ones_like(a, dtype=torch.bool)
     thr: Tensor | None = None
-    if hint is not None and a.device.type == "cpu" and hint[0] == hint[0]:
+    if hint is not None and not sync_free and hint[0] == hint[0]:
         width = max(4.0 * hint[1], 1e-6 * abs(hint[0]), 1e-12)
         thr = _threshold_warm(a, kept, hint[0], width)
     if thr is None:
         thr = _threshold_exact(a, kept)
-    if a.device.type == "cpu":
+    if not sync_free:
         mask = a >= thr
         extra = int(torch.count_nonzero(mask)) - kept  # > 0 only when entries tie with the threshold
         if extra > 0:
