@@ -64,7 +64,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from supermask.train import EXPORT, load_run
 
+    from supermask.checkpoint import CONFIG_FILE
+
     src = Path(args.run_dir)
+    if not (src / EXPORT / CONFIG_FILE).is_file() and not (src / CONFIG_FILE).is_file():
+        raise SupermaskError(f"{src} has no compact checkpoint yet: export works on a finished run directory")
     load_run(src)  # verifies the checkpoint fully (hash, checksums, architecture)
     out = Path(args.out_dir)
     if out.exists() and any(out.iterdir()):

@@ -300,12 +300,16 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
     if (p / EXPORT / checkpoint.CONFIG_FILE).is_file():
         p = p / EXPORT
     run_json = p / "run.json"
-    if not (p / checkpoint.CONFIG_FILE).is_file() or not run_json.is_file():
+    in_progress = not (p / checkpoint.CONFIG_FILE).is_file() and (p / TRAIN_STATE).is_file()
+    if in_progress:  # an unfinished run: its last epoch's training checkpoint
+        cfg = from_dict(yaml.safe_load((p / CONFIG).read_text()))
+    elif (p / checkpoint.CONFIG_FILE).is_file() and run_json.is_file():
+        cfg = from_dict(json.loads(run_json.read_text()))
+    else:
         raise TrainingError(
-            f"{path} is neither a finished run directory nor an exported checkpoint "
-            "(expected supermask.json and run.json)"
+            f"{path} is neither a run directory nor an exported checkpoint "
+            "(expected supermask.json and run.json, or train_state.pt and config.yaml)"
         )
-    cfg = from_dict(json.loads(run_json.read_text()))
     name = cfg.data.name
     info = DATASETS[name]
     classes, channels, size = info.num_classes, info.in_channels, info.image_size
@@ -315,4 +319,9 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
     plain = models.create(
         cfg.model.name, num_classes=classes, width=cfg.model.width, in_channels=channels, image_size=size
     )
+    if in_progress:
+        model = to_supermask(plain, cfg.supermask_config())
+        state = torch.load(p / TRAIN_STATE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        return model, cfg, p / TRAIN_STATE
     return checkpoint.load(p, plain), cfg, p
