@@ -215,7 +215,10 @@ def main() -> None:
     parser.add_argument("--models", default="lenet,conv4,resnet18")
     parser.add_argument("--conv4-steps", type=int, default=40)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = args.models.split(",")
     print(f"# supermask benchmarks: {machine()}")
     out: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}

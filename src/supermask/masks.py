@@ -59,8 +59,11 @@ def topk_mask(a: Tensor, kept: int, hint: list[float] | None = None, sync_free: 
         return torch.ones_like(a, dtype=torch.bool)
     thr: Tensor | None = None
     if hint is not None and not sync_free and hint[0] == hint[0]:
-        width = max(4.0 * hint[1], 1e-6 * abs(hint[0]), 1e-12)
-        thr = _threshold_warm(a, kept, hint[0], width)
+        width = max(16.0 * hint[1], 1e-6 * abs(hint[0]), 1e-12)
+        for scale in (1.0, 64.0):  # a narrow band first, then a wide one, then the full quickselect
+            thr = _threshold_warm(a, kept, hint[0], width * scale)
+            if thr is not None:
+                break
     if thr is None:
         thr = _threshold_exact(a, kept)
     if not sync_free:
