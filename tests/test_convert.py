@@ -177,8 +177,10 @@ def test_batchnorm_learned_and_bias_modes() -> None:
 
 def test_set_k_and_errors() -> None:
     m = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
-    supermask.to_supermask(m, SupermaskConfig(k=0.5))
+    cfg = SupermaskConfig(k=0.5)
+    supermask.to_supermask(m, cfg)
     supermask.set_k(m, 0.3)
+    assert cfg.k == 0.5  # the caller's config is not edited
     assert [r["kept"] for r in supermask.sparsity_report(m)["layers"]] == [60, 30]
     assert m.supermask_config.k == 0.3
     for bad in (0, -0.1, 1.01, "0.5", True):

@@ -6,6 +6,7 @@ module raises with the model untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,7 +193,7 @@ def to_supermask(
     random weight, and trainable ``scores`` choose the kept subnetwork. ``model.supermask_config``
     and ``model.supermask_report`` record what was done. Raises before changing anything.
     """
-    cfg = config or SupermaskConfig()
+    cfg = dataclasses.replace(config) if config is not None else SupermaskConfig()  # set_k must not edit the caller's
     plan = _plan(model, cfg)
     # Generate everything first: nothing is changed until all of it exists.
     new_tensors = []
