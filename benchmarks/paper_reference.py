@@ -30,13 +30,18 @@ class GetSubnet(autograd.Function):
         return g, None
 
 
+def _add_scores(layer: nn.Conv2d | nn.Linear, k: float) -> None:
+    """As the paper's layers: kaiming-uniform scores, a frozen weight, the kept fraction k."""
+    layer.scores = nn.Parameter(torch.empty_like(layer.weight))
+    nn.init.kaiming_uniform_(layer.scores, a=math.sqrt(5))
+    layer.weight.requires_grad = False
+    layer.k = k
+
+
 class SubnetConv(nn.Conv2d):
     def __init__(self, *args, k: float = 0.5, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self.scores = nn.Parameter(torch.empty_like(self.weight))
-        nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
-        self.weight.requires_grad = False
-        self.k = k
+        _add_scores(self, k)
 
     def forward(self, x: Tensor) -> Tensor:
         subnet = GetSubnet.apply(self.scores.abs(), self.k)
@@ -47,10 +52,7 @@ class SubnetConv(nn.Conv2d):
 class SubnetLinear(nn.Linear):
     def __init__(self, *args, k: float = 0.5, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self.scores = nn.Parameter(torch.empty_like(self.weight))
-        nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
-        self.weight.requires_grad = False
-        self.k = k
+        _add_scores(self, k)
 
     def forward(self, x: Tensor) -> Tensor:
         subnet = GetSubnet.apply(self.scores.abs(), self.k)
