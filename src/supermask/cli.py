@@ -62,9 +62,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
-    from supermask.train import EXPORT, load_run
-
     from supermask.checkpoint import CONFIG_FILE
+    from supermask.train import EXPORT, load_run
 
     src = Path(args.run_dir)
     if not (src / EXPORT / CONFIG_FILE).is_file() and not (src / CONFIG_FILE).is_file():
