@@ -27,11 +27,13 @@ def test_mnist_from_shared(shared_data: Path) -> None:
     assert y[:5].tolist() == [5, 0, 4, 1, 9]
 
 
-def test_cifar10_jpeg75_from_shared(shared_data: Path, tmp_path: Path) -> None:
+def test_cifar10_jpeg75_from_shared(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPERMASK_DATA", str(tmp_path / "cache"))
     archive = shared_data / "cifar10-jpeg75" / "cifar-10-jpeg75-python.tar.gz"
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / archive.name).symlink_to(archive)
-    arrays = data.load_arrays("cifar10-jpeg75", tmp_path / "c")
+    before = sorted(p.name for p in archive.parent.iterdir())
+    arrays = data.load_arrays("cifar10-jpeg75", archive.parent)
+    assert sorted(p.name for p in archive.parent.iterdir()) == before  # nothing written beside the archive
+    assert any((tmp_path / "cache" / "cifar10-jpeg75").iterdir())
     x, y = arrays["train"]
     assert x.shape == (50000, 3, 32, 32) and np.bincount(y).tolist() == [5000] * 10
     assert np.bincount(arrays["test"][1]).tolist() == [1000] * 10
@@ -111,6 +113,7 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_download_with_right_and_wrong_md5(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPERMASK_DATA", str(tmp_path / "cache"))
     blob = _fake_cifar_archive()
     good = hashlib.md5(blob).hexdigest()
     base = data.DATASETS["cifar10"]

@@ -195,6 +195,11 @@ def fetch(name: str, root: Path, info: DatasetInfo) -> dict[str, Path]:
     return found
 
 
+def files_md5(info: DatasetInfo) -> str:
+    """A short tag of the expected archive md5, so two variants never share an extracted folder."""
+    return info.files[0].md5[:8]
+
+
 def safe_extract(archive: Path, target: Path) -> None:
     """Extract a tar archive into ``target``, refusing members that would land outside it or links."""
     target = target.resolve()
@@ -206,6 +211,7 @@ def safe_extract(archive: Path, target: Path) -> None:
                 raise DataError(f"{archive}: member {m.name!r} would be written outside {target}; refusing to extract")
             if not (m.isfile() or m.isdir()):
                 raise DataError(f"{archive}: member {m.name!r} is a link or special file; refusing to extract")
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:
             tar.extractall(tmp, members=members, filter="data")
@@ -288,7 +294,8 @@ def load_arrays(name: str, root: str | os.PathLike[str] | None) -> dict[str, tup
             "test": (read_idx(f["t10k"])[:, None], read_idx(lab["t10k"]).astype(np.int64)),
         }
     archive = next(iter(files.values()))
-    folder = archive.parent / (archive.name.replace(".tar.gz", "") + "-extracted")
+    # Extracted into our cache, never beside the archive (data.root may be shared or read-only).
+    folder = default_root() / name / f"{archive.name.replace('.tar.gz', '')}-{files_md5(info)}-extracted"
     if not folder.is_dir():
         safe_extract(archive, folder)
     inner = next((p for p in folder.iterdir() if p.is_dir()), None)
