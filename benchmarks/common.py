@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -39,15 +41,12 @@ def alternate(variants: dict[str, Callable[[], object]], reps: int, warmup: int 
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def peak_cpu_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes held by torch's CPU allocations during ``fn`` (from the profiler's memory events)."""
-    from torch.profiler import ProfilerActivity, profile
+def current_rss() -> int:
+    """Resident bytes of this process now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
-    level = peak = 0
-    for e in events:
-        level += e.cpu_memory_usage
-        peak = max(peak, level)
-    return peak
+
+def peak_rss() -> int:
+    """The most resident bytes this process has held (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

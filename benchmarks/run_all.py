@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import supermask  # noqa: E402
-from common import alternate, machine, peak_cpu_bytes  # noqa: E402
+from common import alternate, current_rss, machine, peak_rss  # noqa: E402
 from paper_reference import to_paper_subnet  # noqa: E402
 from supermask.models import create  # noqa: E402
 
@@ -109,22 +109,31 @@ def bench_eval(names: list[str], reps: int, out: dict) -> None:
         )
 
 
+def memory_child(name: str, variant: str) -> int:
+    """Run in a fresh process: the peak extra bytes of training steps beyond the built model and batch."""
+    x, y = batch(name)
+    model = variants(name)[variant]
+    step = make_step(model, x, y)
+    before = current_rss()
+    for _ in range(3):
+        step()
+    return peak_rss() - before
+
+
 def bench_memory(names: list[str], out: dict) -> None:
-    print("\n## (d) peak memory of one training step (torch allocations), batch 128")
+    import subprocess
+
+    print("\n## (d) peak memory of training steps beyond the model and batch (process RSS), batch 128")
     for name in names:
-        x, y = batch(name)
-        ms = variants(name)
         peaks = {}
         for v in ("dense", "supermask"):
-            step = make_step(ms[v], x, y)
-            step()
-            if device().type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-                step()
-                peaks[v] = torch.cuda.max_memory_allocated() - base
-            else:
-                peaks[v] = peak_cpu_bytes(step)
+            code = (
+                f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch; "
+                f"torch.set_num_threads({torch.get_num_threads()}); "
+                f"from run_all import memory_child; print(memory_child({name!r}, {v!r}))"
+            )
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            peaks[v] = int(res.stdout.strip().splitlines()[-1])
         out[f"memory/{name}"] = peaks
         print(
             f"{name:10} dense {peaks['dense'] / 2**20:8.1f} MiB  supermask {peaks['supermask'] / 2**20:8.1f} MiB  "
