@@ -137,3 +137,25 @@ def test_pack_roundtrip() -> None:
         assert torch.equal(unpack_bits(packed, (n,)), m)
     with pytest.raises(ValueError, match="expected"):
         unpack_bits(torch.zeros(3, dtype=torch.uint8), (100,))
+
+
+def test_bernoulli_eval_masks() -> None:
+    m = nn.Sequential(nn.Linear(200, 100))
+    cfg = supermask.SupermaskConfig(method="bernoulli", score_init="constant", score_init_value=1.0, seed=3)
+    supermask.to_supermask(m, cfg)
+    m.eval()
+    first = m[0].mask().clone()
+    assert abs(first.float().mean().item() - torch.sigmoid(torch.tensor(1.0)).item()) < 0.01  # one fair draw
+    m2 = nn.Sequential(nn.Linear(200, 100))
+    supermask.to_supermask(m2, cfg)
+    m2.eval()
+    assert torch.equal(m2[0].mask(), first)  # fixed by seed and layer name, not by torch's RNG
+    m.train()
+    torch.manual_seed(0)
+    assert not torch.equal(m[0].mask(), first)  # training draws anew
+    t = nn.Sequential(nn.Linear(200, 100))
+    supermask.to_supermask(
+        t, supermask.SupermaskConfig(method="bernoulli", score_init="uniform", bernoulli_eval="threshold")
+    )
+    t.eval()
+    assert torch.equal(t[0].mask(), t[0].scores.detach() > 0)

@@ -221,8 +221,8 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
             if int(mask.sum()) != layers[name].get("kept"):
                 raise CheckpointError(f"the mask of layer {name!r} does not have the recorded kept count")
             # Scores that select exactly this mask under the method's own rule.
-            if cfg.method == "bernoulli":
-                values = mask.float() * 2.0 - 1.0
+            if cfg.method == "bernoulli":  # sigmoid(+-1e4) is exactly 1 or 0: either eval rule gives the mask
+                values = mask.float() * 2e4 - 1e4
             else:
                 values = mask.float()
             layer.scores.copy_(values)

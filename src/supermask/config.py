@@ -16,6 +16,7 @@ NONLINEARITIES = ("relu", "linear", "tanh", "sigmoid", "leaky_relu", "gelu")
 BIAS_MODES = ("zero", "frozen", "learned")
 BATCHNORM_MODES = ("non_affine", "learned")
 UNSUPPORTED_MODES = ("report", "raise")
+BERNOULLI_EVAL_MODES = ("sample", "threshold")
 
 
 class SupermaskConfigError(ValueError):
@@ -51,6 +52,9 @@ class SupermaskConfig:
         (the module's present bias is kept and frozen), or ``learned`` (trained as usual).
     batchnorm: ``non_affine`` (the paper: BatchNorm keeps only its running statistics), ``learned``
         (affine parameters, where the model has them, train as usual).
+    bernoulli_eval: the deterministic eval mask of ``bernoulli``: ``sample`` (one fixed draw,
+        mask = u < sigmoid(score) with u a counter-based uniform fixed by seed and layer name: distributed
+        like the training masks) or ``threshold`` (sigmoid(score) > 0.5).
     unsupported: what to do with modules holding weights that cannot be masked (embeddings, RNNs,
         MultiheadAttention's packed in-projection): ``report`` them in the conversion report and
         leave them unchanged, or ``raise``.
@@ -72,6 +76,7 @@ class SupermaskConfig:
     bias: str = "zero"
     batchnorm: str = "non_affine"
     unsupported: str = "report"
+    bernoulli_eval: str = "sample"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +93,7 @@ class SupermaskConfig:
         _choice("bias", self.bias, BIAS_MODES)
         _choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
         _choice("unsupported", self.unsupported, UNSUPPORTED_MODES)
+        _choice("bernoulli_eval", self.bernoulli_eval, BERNOULLI_EVAL_MODES)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise SupermaskConfigError(f"seed={self.seed!r} must be a non-negative integer")
         if not math.isfinite(self.score_init_value):

@@ -7,6 +7,7 @@ module raises with the model untouched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from supermask.config import SupermaskConfig, SupermaskConfigError, check_k
-from supermask.init import generate_scores, generate_weight
+from supermask.init import generate_scores, generate_uniform, generate_weight
 from supermask.layers import GlobalTopK, SupermaskConv, SupermaskLayer, SupermaskLinear
 
 SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -217,7 +218,10 @@ def to_supermask(
             bias.requires_grad_(cfg.bias == "learned")
         base = _convertible_type(module)
         assert base is not None
-        wrapper = _WRAPPER[base](module, name, cfg.method, cfg.k, scores)
+        eval_uniform = None
+        if cfg.method == "bernoulli" and cfg.bernoulli_eval == "sample":
+            eval_uniform = functools.partial(generate_uniform, name, tuple(module.weight.shape), cfg)
+        wrapper = _WRAPPER[base](module, name, cfg.method, cfg.k, scores, eval_uniform)
         wrapper.train(module.training)
         _set_submodule(model, name, wrapper)
         wrappers.append(wrapper)

@@ -92,6 +92,12 @@ def generate_scores(name: str, shape: tuple[int, ...], cfg: SupermaskConfig) -> 
     return torch.from_numpy(values.astype(np.float32).reshape(shape))
 
 
+def generate_uniform(name: str, shape: tuple[int, ...], cfg: SupermaskConfig) -> torch.Tensor:
+    """The fixed uniforms (float64, CPU) of layer ``name``'s bernoulli eval draw."""
+    key = rng.derive_key("bernoulli-eval", cfg.seed, name, tuple(shape))
+    return torch.from_numpy(rng.random_uniform(key, math.prod(shape)).reshape(shape))
+
+
 def checksum(tensor: torch.Tensor) -> str:
     """sha256 (hex, first 16 chars) of a tensor's float32 little-endian bytes."""
     data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()

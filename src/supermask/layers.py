@@ -23,8 +23,11 @@ class SupermaskLayer(nn.Module):
 
     base_layer: Any  # nn.Linear or nn.ConvNd (typed loosely: torch types module attributes as Tensor | Module)
 
-    def __init__(self, base_layer: nn.Module, name: str, method: str, k: float, scores: Tensor | None) -> None:
+    def __init__(
+        self, base_layer: nn.Module, name: str, method: str, k: float, scores: Tensor | None, eval_uniform: Any = None
+    ) -> None:
         super().__init__()
+        self.eval_uniform = eval_uniform  # bernoulli: a callable giving the fixed eval draw, or None (threshold)
         self.base_layer = base_layer
         self.layer_name = name
         self.method = method
@@ -71,7 +74,10 @@ class SupermaskLayer(nn.Module):
             mask = topk_mask(a, self.kept(), self._hint).reshape(self.scores.shape)
         elif self.method == "edge-popup-global":
             mask = self.group.mask_for(self)
-        else:  # bernoulli, eval: the deterministic mask sigmoid(s) > 0.5
+        elif self.eval_uniform is not None:  # bernoulli, eval: one fixed draw
+            u = self.eval_uniform().to(self.scores.device)
+            mask = u < torch.sigmoid(self.scores.detach().double())
+        else:  # bernoulli, eval: the threshold sigmoid(s) > 0.5
             mask = self.scores.detach() > 0
         self._mask_key, self._mask = key, mask
         return mask
