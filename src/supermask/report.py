@@ -75,7 +75,23 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
             f"{s['accuracy_mean']:.2f} ± {s['accuracy_std']:.2f} |"
         )
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    return [out / "results.md", out / "results.csv", plot(summary, out / "results.png")]
+    run_fields = [
+        "dataset",
+        "model",
+        "width",
+        "method",
+        "weight_init",
+        "k",
+        "seed",
+        "epochs",
+        "kept_fraction",
+        "accuracy",
+    ]
+    with open(out / "runs.csv", "w", newline="") as f:  # one row per run: the data behind the summary
+        writer = csv.DictWriter(f, fieldnames=run_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: [str(r.get(k)) for k in run_fields]))
+    return [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png")]
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> Path:
