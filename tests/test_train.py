@@ -176,6 +176,7 @@ def test_sweep_resumes_and_report_writes_png(tmp_path: Path) -> None:
     table = (tmp_path / "grid" / "results.md").read_text()
     assert table.count("| digits | mlp |") == 2 and "± " in table
     assert (tmp_path / "grid" / "results.csv").read_text().startswith("dataset,model,width,method")
+    assert len((tmp_path / "grid" / "runs.csv").read_text().splitlines()) == 1 + 4
 
 
 def test_compile_matches_eager(tmp_path: Path) -> None:
