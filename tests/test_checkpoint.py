@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import supermask
-from supermask.config import SupermaskConfig
+from supermask.core.config import SupermaskConfig
 from supermask.models import create
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import supermask
-from supermask.config import SupermaskConfig
+from supermask.core.config import SupermaskConfig
 from supermask.models import create
 
 
@@ -203,7 +203,7 @@ def test_set_k_with_scale_fan_regenerates_weights() -> None:
 
 
 def test_eval_mask_is_cached_until_scores_or_k_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    import supermask.layers as layers
+    import supermask.core.layers as layers
 
     calls = []
     real = layers.topk_mask

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import supermask
-from supermask import rng
-from supermask.config import SupermaskConfig
-from supermask.init import checksum, generate_scores, generate_weight
+from supermask.core import rng
+from supermask.core.config import SupermaskConfig
+from supermask.core.init import checksum, generate_scores, generate_weight
 
 
 def test_generator_is_pinned() -> None:
@@ -35,7 +35,7 @@ def _checksums(code: str) -> str:
 def test_weights_identical_across_processes_and_global_rng() -> None:
     code = (
         "import torch, supermask\n"
-        "from supermask.init import checksum\n"
+        "from supermask.core.init import checksum\n"
         "torch.manual_seed({s}); torch.rand(100)\n"
         "m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8, 4))\n"
         "supermask.to_supermask(m, supermask.SupermaskConfig(seed=7, weight_init='kaiming_normal'))\n"

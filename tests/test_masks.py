@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import supermask
-from supermask.masks import kept_count, new_hint, pack_bits, topk_mask, unpack_bits
+from supermask.core.masks import kept_count, new_hint, pack_bits, topk_mask, unpack_bits
 
 
 def reference_mask(a: torch.Tensor, kept: int) -> torch.Tensor:

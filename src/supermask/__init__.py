@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0"
 
-from supermask.checkpoint import CheckpointError, load, read_checkpoint, save  # noqa: E402
-from supermask.config import SupermaskConfig, SupermaskConfigError  # noqa: E402
-from supermask.convert import (  # noqa: E402
+from supermask.core.checkpoint import CheckpointError, load, read_checkpoint, save  # noqa: E402
+from supermask.core.config import SupermaskConfig, SupermaskConfigError  # noqa: E402
+from supermask.core.convert import (  # noqa: E402
     ConversionReport,
     SupermaskError,
     get_config,
@@ -14,8 +14,8 @@ from supermask.convert import (  # noqa: E402
     supermask_layers,
     to_supermask,
 )
-from supermask.layers import SupermaskConv, SupermaskLayer, SupermaskLinear  # noqa: E402
-from supermask.masks import kept_count  # noqa: E402
+from supermask.core.layers import SupermaskConv, SupermaskLayer, SupermaskLinear  # noqa: E402
+from supermask.core.masks import kept_count  # noqa: E402
 
 __all__ = [
     "CheckpointError",

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from supermask import __version__
-from supermask.config import SupermaskConfigError
-from supermask.convert import SupermaskError
+from supermask.core.config import SupermaskConfigError
+from supermask.core.convert import SupermaskError
 from supermask.data import DataError
 
 
@@ -62,7 +62,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
-    from supermask.checkpoint import CONFIG_FILE
+    from supermask.core.checkpoint import CONFIG_FILE
     from supermask.train import EXPORT, load_run
 
     src = Path(args.run_dir)

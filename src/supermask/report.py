@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from supermask.convert import SupermaskError
+from supermask.core.convert import SupermaskError
 
 
 def collect(runs_dir: Path) -> list[dict[str, Any]]:

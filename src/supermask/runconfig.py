@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from supermask.config import SupermaskConfig, SupermaskConfigError
+from supermask.core.config import SupermaskConfig, SupermaskConfigError
 
 
 @dataclass

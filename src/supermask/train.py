@@ -22,8 +22,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from supermask import checkpoint, models
-from supermask.convert import sparsity_report, to_supermask
+from supermask import models
+from supermask.core import checkpoint
+from supermask.core.convert import sparsity_report, to_supermask
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.runconfig import RunConfig, from_dict
 

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from supermask.config import SupermaskConfig, SupermaskConfigError, check_k
-from supermask.init import generate_scores, generate_uniform, generate_weight
-from supermask.layers import GlobalTopK, SupermaskConv, SupermaskLayer, SupermaskLinear
+from supermask.core.config import SupermaskConfig, SupermaskConfigError, check_k
+from supermask.core.init import generate_scores, generate_uniform, generate_weight
+from supermask.core.layers import GlobalTopK, SupermaskConv, SupermaskLayer, SupermaskLinear
 
 SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _WRAPPER = {nn.Linear: SupermaskLinear, nn.Conv1d: SupermaskConv, nn.Conv2d: SupermaskConv, nn.Conv3d: SupermaskConv}
@@ -160,7 +160,7 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
             f"{candidates[:20] or 'none (it has no nn.Linear or nn.Conv1d/2d/3d)'}"
         )
     if cfg.method == "edge-popup-global":
-        from supermask.masks import kept_count
+        from supermask.core.masks import kept_count
 
         total = sum(int(m.weight.numel()) for _, m in targets)
         if max(1, kept_count(cfg.k, total)) < len(targets):
@@ -189,8 +189,8 @@ def to_supermask(
 ) -> nn.Module:
     """Convert ``model`` in place into a supermask search and return it.
 
-    Each targeted layer is wrapped (:class:`~supermask.layers.SupermaskLinear` or
-    :class:`~supermask.layers.SupermaskConv`): its weight is replaced by a deterministic frozen
+    Each targeted layer is wrapped (:class:`~supermask.core.layers.SupermaskLinear` or
+    :class:`~supermask.core.layers.SupermaskConv`): its weight is replaced by a deterministic frozen
     random weight, and trainable ``scores`` choose the kept subnetwork. ``model.supermask_config``
     and ``model.supermask_report`` record what was done. Raises before changing anything.
     """
@@ -260,7 +260,7 @@ def set_k(model: nn.Module, k: float) -> None:
     layers = supermask_layers(model)
     if cfg.method == "edge-popup-global":
         total = sum(int(layer.base_layer.weight.numel()) for _, layer in layers)
-        from supermask.masks import kept_count
+        from supermask.core.masks import kept_count
 
         if kept_count(k, total) < len(layers):
             raise SupermaskConfigError(f"k={k} keeps fewer weights than there are layers ({len(layers)})")

@@ -37,7 +37,7 @@ class SupermaskConfig:
     method: ``edge-popup`` (per-layer top-k of |score|), ``edge-popup-global`` (one top-k over all
         converted layers, every layer keeps at least one weight), ``bernoulli`` (Zhou et al. 2019),
         or ``dense`` (weights are learned, no mask: the baseline through the same code path).
-    weight_init: how the frozen random weights are drawn (see :mod:`supermask.init`).
+    weight_init: how the frozen random weights are drawn (see :mod:`supermask.core.init`).
     fan_mode / nonlinearity: the fan and gain used by ``weight_init``.
     scale_fan: scale the fan by k, so the kept subnetwork has the variance the init aims for.
     score_init / score_init_value: how scores start; ``score_init_value`` is the value of

@@ -31,10 +31,10 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from supermask import __version__
-from supermask.config import SupermaskConfig, SupermaskConfigError
-from supermask.convert import SupermaskError, get_config, supermask_layers, to_supermask
-from supermask.init import checksum, generate_weight
-from supermask.masks import pack_bits, unpack_bits
+from supermask.core.config import SupermaskConfig, SupermaskConfigError
+from supermask.core.convert import SupermaskError, get_config, supermask_layers, to_supermask
+from supermask.core.init import checksum, generate_weight
+from supermask.core.masks import pack_bits, unpack_bits
 
 FORMAT = "supermask"
 FORMAT_VERSION = 1

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supermask.masks import MaskedWeight, kept_count, new_hint, topk_mask
+from supermask.core.masks import MaskedWeight, kept_count, new_hint, topk_mask
 
 
 class SupermaskLayer(nn.Module):

@@ -1,7 +1,7 @@
 """Deterministic initialisation of frozen weights and of scores.
 
 A layer's weights are a pure function of ``(seed, qualified name, shape, init options)``: see
-:mod:`supermask.rng`. They are generated on the CPU in float64 and cast to the layer's dtype,
+:mod:`supermask.core.rng`. They are generated on the CPU in float64 and cast to the layer's dtype,
 so every device gets bit-identical values.
 """
 
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import torch
 
-from supermask import rng
-from supermask.config import SupermaskConfig
+from supermask.core import rng
+from supermask.core.config import SupermaskConfig
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
