@@ -78,6 +78,16 @@ def test_random_crop_flip_is_a_crop_of_the_padded_image() -> None:
         assert found
 
 
+def test_unpacked_cifar_folder_is_read(tmp_path: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(_fake_cifar_archive())) as tar:
+        tar.extractall(tmp_path, filter="data")
+    arrays = data.load_arrays("cifar10", tmp_path)
+    assert arrays["train"][0].shape == (50, 3, 32, 32)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DataError, match="not a complete CIFAR folder"):
+        data.load_arrays("cifar10", tmp_path)
+
+
 def _fake_cifar_archive() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:

@@ -285,6 +285,9 @@ def load_arrays(name: str, root: str | os.PathLike[str] | None) -> dict[str, tup
         cut = int(0.8 * len(y))
         return {"train": (x[order[:cut]], y[order[:cut]]), "test": (x[order[cut:]], y[order[cut:]])}
     base = Path(root).expanduser() if root else default_root()
+    unpacked = _UNPACKED.get(name)
+    if unpacked and root and (base / unpacked).is_dir():  # the standard unpacked folder, as torchvision leaves it
+        return _read_cifar_folder(name, base / unpacked)
     files = fetch(name, base, info)
     if name in ("mnist", "fashion-mnist"):
         f = {k.split("-")[0]: v for k, v in files.items() if "images" in k}
@@ -301,6 +304,21 @@ def load_arrays(name: str, root: str | os.PathLike[str] | None) -> dict[str, tup
     inner = next((p for p in folder.iterdir() if p.is_dir()), None)
     if inner is None:
         raise DataError(f"{archive} did not contain a batches folder")
+    return _read_cifar_folder(name, inner)
+
+
+# Unpacked folders read as they are (no archive to check): the original data sets only, never the rebuild.
+_UNPACKED = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def _read_cifar_folder(name: str, inner: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    missing = [
+        f
+        for f in (["train", "test"] if name == "cifar100" else ["data_batch_1", "test_batch"])
+        if not (inner / f).is_file()
+    ]
+    if missing:
+        raise DataError(f"{inner} is not a complete CIFAR folder: {missing} missing")
     if name == "cifar100":
         return {s: _load_cifar_batch(inner / s, "fine_labels") for s in ("train", "test")}
     train = [_load_cifar_batch(inner / f"data_batch_{i}", "labels") for i in range(1, 6)]
