@@ -14,10 +14,13 @@ EPOCHS=${EPOCHS:-2}
 sweep() { $SM sweep "configs/cifar10/$1.yaml" data.name=cifar10-jpeg75 data.root="$DATA" \
   train.epochs="$EPOCHS" train.progress=lines "${@:2}" --out "$RUNS"; }
 for model in conv4 conv2; do
-  sweep $model supermask.method=edge-popup,dense                        # k = 0.5 vs learned weights
+  sweep $model supermask.method=edge-popup                              # k = 0.5
+  # learned weights: Kaiming normal init and lr 0.01 (lr 0.1 from signed-constant weights diverged to NaN)
+  sweep $model supermask.method=dense supermask.weight_init=kaiming_normal optim.lr=0.01
   sweep $model supermask.k=0.1,0.3,0.7,0.9                             # the k sweep (k=0.5 above)
   sweep $model supermask.weight_init=kaiming_normal                    # vs signed_constant at k=0.5
   sweep $model supermask.method=bernoulli optim.lr=20 optim.weight_decay=0
 done
-sweep conv4 model.width=0.5,2 supermask.method=edge-popup,dense        # width (1.0 above)
+sweep conv4 model.width=0.5,2 supermask.method=edge-popup              # width (1.0 above)
+sweep conv4 model.width=0.5,2 supermask.method=dense supermask.weight_init=kaiming_normal optim.lr=0.01
 $SM report "$RUNS" --out results/cifar10_conv

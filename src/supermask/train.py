@@ -209,13 +209,19 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                 loss.backward()
                 optimizer.step()
                 loss_sum += loss.detach() * len(y)
+                if step % 50 == 49 and not math.isfinite(float(loss_sum)):  # one host sync per 50 steps
+                    break
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
             train_loss = float(loss_sum) / max(1, seen)
             if not math.isfinite(train_loss):
+                kept = (
+                    f"The last good checkpoint (after epoch {history[-1]['epoch']}) is kept in {run_dir}"
+                    if history
+                    else "No epoch had completed, so there is no checkpoint to keep"
+                )
                 raise TrainingError(
-                    f"the training loss became {train_loss} in epoch {epoch + 1}; stopped. The last good checkpoint "
-                    f"(after epoch {start_epoch if not history else history[-1]['epoch']}) is kept in {run_dir}. "
+                    f"the training loss became {train_loss} in epoch {epoch + 1}; stopped. {kept}. "
                     "Lower optim.lr or add warm-up (optim.warmup_epochs)"
                 )
             test = evaluate(model, test_loader, device, autocast)
