@@ -187,3 +187,14 @@ def test_compile_matches_eager(tmp_path: Path) -> None:
         load_run_config(None, [*common, "train.run_name=compiled", "train.compile=true"]), log=lambda *_: None
     )
     assert abs(eager["accuracy"] - compiled["accuracy"]) <= 0.01
+
+
+def test_nan_in_first_epoch_says_no_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import supermask.train as engine
+
+    real = engine.F.cross_entropy
+    monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    cfg = load_run_config(None, [f"train.out_dir={tmp_path}", "train.epochs=2", "train.run_name=r"])
+    with pytest.raises(TrainingError, match="No epoch had completed"):
+        train(cfg, log=lambda *_: None)
+    assert not (tmp_path / "r" / "train_state.pt").exists()
