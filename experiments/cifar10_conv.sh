@@ -12,12 +12,14 @@ DATA=${2:-../shared/data/cifar10-jpeg75}
 SM=${SUPERMASK:-.venv/bin/supermask}
 EPOCHS=${EPOCHS:-2}
 sweep() { $SM sweep "configs/cifar10/$1.yaml" data.name=cifar10-jpeg75 data.root="$DATA" \
-  train.epochs="$EPOCHS" train.progress=lines "${@:2}" --out "$RUNS"; }
+  train.epochs="$EPOCHS" train.progress=lines "${@:2}" --out "${OUT:-$RUNS}"; }
 for model in conv4 conv2; do
   sweep $model supermask.method=edge-popup                              # k = 0.5
   # learned weights: Kaiming normal init and lr 0.01 (lr 0.1 from signed-constant weights diverged to NaN)
   sweep $model supermask.method=dense supermask.weight_init=kaiming_normal optim.lr=0.01
-  sweep $model supermask.k=0.1,0.3,0.7,0.9                             # the k sweep (k=0.5 above)
+  # the k sweep with scale_fan (fan x k): without it, k = 0.1 left the loss at ln(10) for 2 epochs (the
+  # signal shrinks by k per layer in this BatchNorm-free net); kept apart in RUNS/scale_fan
+  OUT="$RUNS/scale_fan" sweep $model supermask.k=0.1,0.3,0.5,0.7,0.9 supermask.scale_fan=true
   sweep $model supermask.weight_init=kaiming_normal                    # vs signed_constant at k=0.5
   sweep $model supermask.method=bernoulli optim.lr=20 optim.weight_decay=0
 done

@@ -83,7 +83,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     import yaml
 
     from supermask.runconfig import load_run_config, parse_override
-    from supermask.train import RESULT, train
+    from supermask.train import CONFIG, RESULT, train
 
     config, items = _split_config(args.items)
     axes: list[tuple[str, list[str]]] = []
@@ -109,6 +109,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     done = 0
     for i, cfg in enumerate(runs, 1):
         if (cfg.run_dir() / RESULT).is_file():
+            saved = yaml.safe_load((cfg.run_dir() / CONFIG).read_text())
+            if saved != cfg.to_dict():
+                raise SupermaskError(
+                    f"{cfg.run_dir()} holds a finished run with a different config; use another --out or delete it"
+                )
             print(f"[{i}/{len(runs)}] {cfg.run_name()}: finished, skipped")
             done += 1
             continue

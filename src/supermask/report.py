@@ -28,7 +28,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         k = r["k"] if str(r["method"]).startswith("edge-popup") else None
-        groups[(r["dataset"], r["model"], r["width"], r["method"], r["weight_init"], k, r["epochs"])].append(r)
+        init = r["weight_init"] + ("+scale_fan" if r.get("scale_fan") else "")
+        groups[(r["dataset"], r["model"], r["width"], r["method"], init, k, r["epochs"])].append(r)
     out = []
     for (dataset, model, width, method, init, k, epochs), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         accs = [r["accuracy"] for r in rs]

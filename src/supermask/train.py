@@ -270,6 +270,7 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
             "method": cfg.supermask.get("method", "edge-popup"),
             "k": cfg.supermask.get("k", 0.5),
             "weight_init": cfg.supermask_config().weight_init,
+            "scale_fan": cfg.supermask_config().scale_fan,
             "seed": cfg.train.seed,
             "kept_fraction": report["converted"]["fraction"],
             "world_size": world,
