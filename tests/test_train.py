@@ -169,6 +169,8 @@ def test_sweep_resumes_and_report_writes_png(tmp_path: Path) -> None:
     assert second.stdout.count("finished, skipped") == 3
     assert "resuming" in second.stdout
     assert (runs[0] / "result.json").is_file()
+    changed = run_cli("sweep", "train.epochs=4", "supermask.k=0.3,0.7", "train.seed=0,1", "--out", "grid", cwd=tmp_path)
+    assert changed.returncode == 2 and "holds a finished run with a different config" in changed.stderr
     rep = run_cli("report", "grid", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     png = (tmp_path / "grid" / "results.png").read_bytes()
