@@ -92,10 +92,11 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
         writer = csv.DictWriter(f, fieldnames=run_fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: [str(r.get(k)) for k in run_fields]))
-    return [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png")]
+    devices = sorted({str(r.get("device", "?")) for r in rows})
+    return [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png", devices)]
 
 
-def plot(summary: list[dict[str, Any]], path: Path) -> Path:
+def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = None) -> Path:
     """Accuracy against % of weights kept: one line per (model, method, init); dense as a dashed line."""
     import matplotlib
 
@@ -126,7 +127,9 @@ def plot(summary: list[dict[str, Any]], path: Path) -> Path:
     datasets = sorted({s["dataset"] for s in summary})
     ax.set_xlabel("% of weights kept (k)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(", ".join(datasets))
+    epochs = sorted({s["epochs"] for s in summary})
+    where = f", on {'/'.join(devices)}" if devices else ""
+    ax.set_title(f"{', '.join(datasets)}: {'/'.join(map(str, epochs))} epochs{where}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
