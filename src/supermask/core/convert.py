@@ -18,6 +18,7 @@ from torch import nn
 from supermask.core.config import SupermaskConfig, SupermaskConfigError, check_k
 from supermask.core.init import generate_scores, generate_uniform, generate_weight
 from supermask.core.layers import GlobalTopK, SupermaskConv, SupermaskLayer, SupermaskLinear
+from supermask.core.masks import kept_count
 
 SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _WRAPPER = {nn.Linear: SupermaskLinear, nn.Conv1d: SupermaskConv, nn.Conv2d: SupermaskConv, nn.Conv3d: SupermaskConv}
@@ -160,14 +161,7 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
             f"{candidates[:20] or 'none (it has no nn.Linear or nn.Conv1d/2d/3d)'}"
         )
     if cfg.method == "edge-popup-global":
-        from supermask.core.masks import kept_count
-
-        total = sum(int(m.weight.numel()) for _, m in targets)
-        if max(1, kept_count(cfg.k, total)) < len(targets):
-            raise SupermaskConfigError(
-                f"k={cfg.k} keeps fewer weights than there are layers ({len(targets)}); the global guard "
-                "keeps at least one weight per layer, so raise k"
-            )
+        _check_global_k(cfg.k, [int(m.weight.numel()) for _, m in targets])
     batchnorms: list[tuple[str, Any]] = []
     if cfg.batchnorm == "non_affine" and cfg.method != "dense":
         batchnorms = [
@@ -176,6 +170,15 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     report.converted = [n for n, _ in targets]
     report.batchnorm_non_affine = [n for n, _ in batchnorms]
     return _Plan(targets, report, batchnorms)
+
+
+def _check_global_k(k: float, sizes: list[int]) -> None:
+    """The global guard keeps one weight per layer, so k must keep at least as many as there are layers."""
+    if kept_count(k, sum(sizes)) < len(sizes):
+        raise SupermaskConfigError(
+            f"k={k} keeps fewer weights than there are layers ({len(sizes)}); the global guard "
+            "keeps at least one weight per layer, so raise k"
+        )
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -259,11 +262,7 @@ def set_k(model: nn.Module, k: float) -> None:
         raise SupermaskConfigError(f"k has no effect for method {cfg.method!r}; it is used by the edge-popup methods")
     layers = supermask_layers(model)
     if cfg.method == "edge-popup-global":
-        total = sum(int(layer.base_layer.weight.numel()) for _, layer in layers)
-        from supermask.core.masks import kept_count
-
-        if kept_count(k, total) < len(layers):
-            raise SupermaskConfigError(f"k={k} keeps fewer weights than there are layers ({len(layers)})")
+        _check_global_k(k, [int(layer.base_layer.weight.numel()) for _, layer in layers])
     for name, layer in layers:
         layer.k = k
         if layer.group is not None:
