@@ -135,7 +135,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29517",
+            "--standalone",  # a free port: a fixed one can collide with a lingering socket
             "-m",
             "supermask",
             "train",
