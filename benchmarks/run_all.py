@@ -120,25 +120,36 @@ def memory_child(name: str, variant: str) -> int:
     return peak_rss() - before
 
 
+# glibc grows its mmap threshold after the first large free, after which freed blocks of up to 32 MiB
+# stay in the process; RSS then depends on the order of frees, not on what a step needs. A fixed
+# threshold returns every freed large block at once, so the peak RSS is the peak of live memory.
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
 def bench_memory(names: list[str], out: dict) -> None:
+    import os
     import subprocess
 
     print("\n## (d) peak memory of training steps beyond the model and batch (process RSS), batch 128")
+    print("   live: glibc with a fixed mmap threshold (peak of live memory); default: glibc's defaults")
     for name in names:
         peaks = {}
-        for v in ("dense", "supermask"):
-            code = (
-                f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch; "
-                f"torch.set_num_threads({torch.get_num_threads()}); "
-                f"from run_all import memory_child; print(memory_child({name!r}, {v!r}))"
-            )
-            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-            peaks[v] = int(res.stdout.strip().splitlines()[-1])
+        for alloc, extra_env in (("live", FIXED_MALLOC), ("default", {})):
+            for v in ("dense", "supermask"):
+                code = (
+                    f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch; "
+                    f"torch.set_num_threads({torch.get_num_threads()}); "
+                    f"from run_all import memory_child; print(memory_child({name!r}, {v!r}))"
+                )
+                env = {k: v for k, v in os.environ.items() if k not in FIXED_MALLOC} | extra_env
+                res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+                peaks[f"{alloc}/{v}"] = int(res.stdout.strip().splitlines()[-1])
         out[f"memory/{name}"] = peaks
-        print(
-            f"{name:10} dense {peaks['dense'] / 2**20:8.1f} MiB  supermask {peaks['supermask'] / 2**20:8.1f} MiB  "
-            f"ratio {peaks['supermask'] / peaks['dense']:.3f}"
-        )
+        line = f"{name:10}"
+        for alloc in ("live", "default"):
+            d, s = peaks[f"{alloc}/dense"], peaks[f"{alloc}/supermask"]
+            line += f"  {alloc}: dense {d / 2**20:7.1f} MiB supermask {s / 2**20:7.1f} MiB ratio {s / d:.3f}"
+        print(line)
 
 
 def bench_checkpoint(names: list[str], out: dict) -> None:

@@ -159,3 +159,15 @@ def test_bernoulli_eval_masks() -> None:
     )
     t.eval()
     assert torch.equal(t[0].mask(), t[0].scores.detach() > 0)
+
+
+def test_host_selection_handles_half_precision_and_rejects_nan() -> None:
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(999, generator=g).to(torch.bfloat16)  # many ties after rounding to bf16
+    for kept in (1, 100, 500, 998):
+        assert torch.equal(topk_mask(a, kept), reference_mask(a.float(), kept))
+        assert torch.equal(topk_mask(a, kept), topk_mask(a, kept, sync_free=True))
+    b = torch.rand(100, generator=g)
+    b[7] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        topk_mask(b, 50)

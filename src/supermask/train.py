@@ -25,6 +25,7 @@ from torch import nn
 from supermask import models
 from supermask.core import checkpoint
 from supermask.core.convert import sparsity_report, to_supermask
+from supermask.core.masks import NonFiniteScoresError
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.runconfig import RunConfig, from_dict
 
@@ -203,7 +204,11 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    out = net(x)
+                    try:
+                        out = net(x)
+                    except NonFiniteScoresError:  # diverged scores: stop as for a NaN loss, below
+                        loss_sum.fill_(math.nan)
+                        break
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -3,9 +3,9 @@
 k is always the fraction of weights KEPT. The kept count of a layer of n weights is
 ``kept_count(k, n) = max(1, round(k * n))`` (Python's round: halves go to the even integer).
 The kept weights are those with the largest |score|; among equal |score| the one with the LOWER
-flat index is kept. Selection is O(n) (``kthvalue`` quickselect, no full sort) and, on
-accelerators, needs no device-to-host synchronisation. On the CPU a warm start from the previous
-step's threshold narrows the selection to a thin band of candidates (see :func:`topk_mask`).
+flat index is kept. Selection is O(n), never a full sort: on the CPU it runs in NumPy (introselect,
+and a warm start from the previous step's threshold that narrows it to a thin band of candidates);
+on accelerators it uses ``kthvalue`` and needs no device-to-host synchronisation (see :func:`topk_mask`).
 """
 
 from __future__ import annotations
@@ -20,67 +20,78 @@ def kept_count(k: float, n: int) -> int:
     return max(1, min(n, round(k * n)))
 
 
-def _threshold_exact(a: Tensor, kept: int) -> Tensor:
-    """The kept-th largest value of 1-D ``a`` (0-dim tensor), by quickselect."""
-    return torch.kthvalue(a, a.numel() - kept + 1).values
+_NUMPY_FLOATS = (torch.float32, torch.float64)
 
 
-def _threshold_warm(a: Tensor, kept: int, hint: float, width: float) -> Tensor | None:
-    """The kept-th largest value, searched in the band [hint - width, hint + width].
+class NonFiniteScoresError(ValueError):
+    """The scores hold NaN, so no top-k mask exists (training diverged)."""
 
-    Returns None when the band does not contain it (the caller falls back to the exact search).
-    CPU only: it reads counts back to Python, which would synchronise an accelerator.
-    """
-    lo, hi = hint - width, hint + width
+
+def _band_threshold(a: np.ndarray, kept: int, lo: float, hi: float) -> float | None:
+    """The kept-th largest value of ``a`` if it lies in [lo, hi], else None."""
     at_least_lo = a >= lo
-    n_lo = int(torch.count_nonzero(at_least_lo))
+    n_lo = int(np.count_nonzero(at_least_lo))
     if n_lo < kept:
         return None
-    band = a[at_least_lo & (a <= hi)]
-    above = n_lo - band.numel()  # entries > hi
+    band = a[np.flatnonzero(at_least_lo & (a <= hi))]
+    above = n_lo - band.size  # entries > hi
     if above >= kept:
         return None
     need = kept - above  # the need-th largest within the band
-    return torch.kthvalue(band, band.numel() - need + 1).values
+    return float(np.partition(band, band.size - need)[band.size - need])
+
+
+def _host_topk_mask(a: np.ndarray, kept: int, hint: list[float] | None) -> np.ndarray:
+    """:func:`topk_mask` on the host, in NumPy (its comparisons, counts and selection are several
+    times faster than the same PyTorch CPU operations on bool tensors, measured in docs/BENCHMARKS.md)."""
+    thr: float | None = None
+    if hint is not None and hint[0] == hint[0]:
+        width = max(16.0 * hint[1], 1e-6 * abs(hint[0]), 1e-12)
+        for scale in (1.0, 64.0):  # a narrow band first, then a wide one, then the full quickselect
+            thr = _band_threshold(a, kept, hint[0] - width * scale, hint[0] + width * scale)
+            if thr is not None:
+                break
+    if thr is None:
+        thr = float(np.partition(a, a.size - kept)[a.size - kept])  # introselect, O(n)
+    mask = a >= thr
+    extra = int(np.count_nonzero(mask)) - kept  # > 0 only when entries tie with the threshold
+    if extra < 0:
+        raise NonFiniteScoresError("the scores contain NaN; no mask can be selected (was the learning rate too high?)")
+    if extra > 0:
+        ties = np.flatnonzero(a == thr)
+        mask[ties[ties.size - extra :]] = False  # ties keep the lower flat indices
+    if hint is not None:
+        if hint[0] == hint[0]:
+            hint[1] = abs(thr - hint[0])
+        hint[0] = thr
+    return mask
 
 
 def topk_mask(a: Tensor, kept: int, hint: list[float] | None = None, sync_free: bool | None = None) -> Tensor:
     """Boolean mask of the ``kept`` largest entries of 1-D ``a``; ties kept by lower index.
 
     ``hint``, if given, is a 2-item list [previous threshold, previous change] that is read and
-    updated: on the CPU it turns the O(n) quickselect into a few elementwise passes.
+    updated: on the CPU it turns the O(n) quickselect into a few elementwise passes over a thin band
+    around the previous threshold.
     ``sync_free`` (default: True off the CPU) uses only device-side operations, never reading a
-    value back to the host.
+    value back to the host; otherwise the selection runs on the host.
     """
     if sync_free is None:
         sync_free = a.device.type != "cpu"
     n = a.numel()
     if kept >= n:
         return torch.ones_like(a, dtype=torch.bool)
-    thr: Tensor | None = None
-    if hint is not None and not sync_free and hint[0] == hint[0]:
-        width = max(16.0 * hint[1], 1e-6 * abs(hint[0]), 1e-12)
-        for scale in (1.0, 64.0):  # a narrow band first, then a wide one, then the full quickselect
-            thr = _threshold_warm(a, kept, hint[0], width * scale)
-            if thr is not None:
-                break
-    if thr is None:
-        thr = _threshold_exact(a, kept)
     if not sync_free:
-        mask = a >= thr
-        extra = int(torch.count_nonzero(mask)) - kept  # > 0 only when entries tie with the threshold
-        if extra > 0:
-            ties = a == thr
-            mask = (a > thr) | (ties & (torch.cumsum(ties, 0) <= int(ties.sum()) - extra))
-        if hint is not None:
-            value = float(thr)
-            if hint[0] == hint[0]:
-                hint[1] = abs(value - hint[0])
-            hint[0] = value
-    else:  # no host sync: always resolve ties with a cumulative count
-        mask = a > thr
-        ties = a == thr
-        mask |= ties & (torch.cumsum(ties, 0) <= kept - mask.sum())
+        host = a.detach()
+        if host.device.type != "cpu" or host.dtype not in _NUMPY_FLOATS:
+            host = host.to("cpu", torch.float32)  # bf16/fp16 convert exactly, so the order is the same
+        mask = torch.from_numpy(_host_topk_mask(host.contiguous().numpy(), kept, hint))
+        return mask.to(a.device)
+    # no host sync: kthvalue, then always resolve ties with a cumulative count
+    thr = torch.kthvalue(a, n - kept + 1).values
+    mask = a > thr
+    ties = a == thr
+    mask |= ties & (torch.cumsum(ties, 0) <= kept - mask.sum())
     return mask
 
 
@@ -103,17 +114,20 @@ class MaskedWeight(torch.autograd.Function):
     def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor, bernoulli: bool) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(weight, scores)
         ctx.bernoulli = bernoulli
+        if weight.device.type == "cpu" and weight.dtype in _NUMPY_FLOATS and weight.is_contiguous():
+            # NumPy's float * bool is several times faster than PyTorch's on the CPU (same values)
+            return torch.from_numpy(np.multiply(weight.detach().numpy(), mask.contiguous().numpy()))
         return weight * mask
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None, None]:  # type: ignore[override]
         weight, scores = ctx.saved_tensors
-        grad_scores = grad * weight
         if ctx.bernoulli:
             p = torch.sigmoid(scores)
+            grad_scores = grad * weight
             grad_scores.mul_(p * (1.0 - p))
-        else:
-            grad_scores.mul_(scores.sign())
+        else:  # built in one buffer: two weight-sized tensors alive (grad, result), not three
+            grad_scores = scores.sign().mul_(weight).mul_(grad)
         return None, grad_scores, None, None
 
 
