@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import supermask  # noqa: E402
-from common import alternate, current_rss, machine, peak_rss  # noqa: E402
+from common import alternate, current_rss, machine, peak_rss, reset_peak_rss  # noqa: E402
 from paper_reference import to_paper_subnet  # noqa: E402
 from supermask.models import create  # noqa: E402
 
@@ -114,6 +114,7 @@ def memory_child(name: str, variant: str) -> int:
     x, y = batch(name)
     model = variants(name)[variant]
     step = make_step(model, x, y)
+    reset_peak_rss()
     before = current_rss()
     for _ in range(3):
         step()
