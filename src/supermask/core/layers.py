@@ -61,6 +61,10 @@ class SupermaskLayer(nn.Module):
     @torch.compiler.disable  # data-dependent selection and a Python-side cache: kept out of compiled graphs
     def mask(self) -> Tensor:
         """The boolean mask used now (cached until the scores or k change)."""
+        return self._current_mask()
+
+    def _current_mask(self) -> Tensor:
+        # Caches are set through __dict__: nn.Module.__setattr__ costs microseconds per call, per step.
         if self.method == "dense":
             return torch.ones_like(self.base_layer.weight, dtype=torch.bool)
         assert self.scores is not None
@@ -79,7 +83,7 @@ class SupermaskLayer(nn.Module):
             mask = u < torch.sigmoid(self.scores.detach().double())
         else:  # bernoulli, eval: the threshold sigmoid(s) > 0.5
             mask = self.scores.detach() > 0
-        self._mask_key, self._mask = key, mask
+        self.__dict__.update(_mask_key=key, _mask=mask)
         return mask
 
     @torch.compiler.disable
@@ -94,9 +98,9 @@ class SupermaskLayer(nn.Module):
             key = (id(weight), weight._version, *self._scores_key())
             if self._eval_weight is not None and key == self._eval_key:
                 return self._eval_weight
-        out = MaskedWeight.apply(weight, self.scores, self.mask(), self.method == "bernoulli")
+        out = MaskedWeight.apply(weight, self.scores, self._current_mask(), self.method == "bernoulli")
         if not grad_on and not self.training:
-            self._eval_key, self._eval_weight = key, out
+            self.__dict__.update(_eval_key=key, _eval_weight=out)
         return out
 
     @property
