@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import supermask
-from supermask.core.masks import kept_count, new_hint, pack_bits, topk_mask, unpack_bits
+from supermask.core.masks import MaskedWeight, kept_count, new_hint, pack_bits, topk_mask, unpack_bits
 
 
 def reference_mask(a: torch.Tensor, kept: int) -> torch.Tensor:
@@ -171,3 +171,20 @@ def test_host_selection_handles_half_precision_and_rejects_nan() -> None:
     b[7] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         topk_mask(b, 50)
+
+
+@pytest.mark.parametrize("layout", ["float32", "float64", "bfloat16", "channels_last"])
+def test_masked_weight_is_weight_times_mask_in_every_layout(layout: str) -> None:
+    g = torch.Generator().manual_seed(6)
+    w = torch.randn(8, 4, 3, 3, generator=g)
+    s = torch.randn(8, 4, 3, 3, generator=g)
+    if layout == "channels_last":
+        w, s = w.contiguous(memory_format=torch.channels_last), s.contiguous(memory_format=torch.channels_last)
+    elif layout != "float32":
+        w, s = w.to(getattr(torch, layout)), s.to(getattr(torch, layout))
+    s.requires_grad_(True)
+    mask = topk_mask(s.detach().abs().reshape(-1), 100).reshape(s.shape)
+    out = MaskedWeight.apply(w, s, mask, False)
+    assert out.dtype == w.dtype and torch.equal(out, w * mask)
+    out.backward(torch.ones_like(out))
+    assert s.grad is not None and torch.equal(s.grad, w * s.detach().sign())
