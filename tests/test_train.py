@@ -200,3 +200,18 @@ def test_nan_in_first_epoch_says_no_checkpoint(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(TrainingError, match="No epoch had completed"):
         train(cfg, log=lambda *_: None)
     assert not (tmp_path / "r" / "train_state.pt").exists()
+
+
+def test_report_plot_with_widths_bernoulli_and_dense(tmp_path: Path) -> None:
+    from supermask.report import plot
+
+    def row(width: float, method: str, init: str, k: float | None, acc: float) -> dict:
+        kept = 100 * (k or 1.0)
+        return dict(dataset="d", model="conv4", width=width, method=method, weight_init=init, k=k, epochs=2,
+                    kept_percent=kept, seeds=1, accuracy_mean=acc, accuracy_std=0.0)  # fmt: skip
+
+    summary = [row(w, "edge-popup", "signed_constant", 0.5, 40 + w) for w in (0.5, 1.0, 2.0)]
+    summary += [row(w, "dense", "learned", None, 45 + w) for w in (0.5, 1.0)]
+    summary += [row(1.0, "bernoulli", "signed_constant", None, 30), row(1.0, "edge-popup", "kaiming_normal", 0.5, 39)]
+    out = plot(summary, tmp_path / "r.png", ["cpu"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

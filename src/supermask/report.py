@@ -96,42 +96,80 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
     return [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png", devices)]
 
 
+MARKERS = {"signed_constant": "o", "signed_constant+scale_fan": "^", "kaiming_normal": "s"}
+
+
 def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = None) -> Path:
-    """Accuracy against % of weights kept: one line per (model, method, init); dense as a dashed line."""
+    """Accuracy against % of weights kept, one colour per (model, width): a line per method and init,
+    dense as a dashed line. When a model was run at several widths, a second panel plots accuracy
+    against width for edge-popup at k = 0.5 (the paper's Figure 3 setting) and dense."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    widths: dict[Any, set[float]] = defaultdict(set)
+    for s in summary:
+        widths[s["model"]].add(s["width"])
+    width_panel = any(len(w) > 1 for w in widths.values())
+    fig, axes = plt.subplots(1, 2 if width_panel else 1, figsize=(12 if width_panel else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    groups = sorted({(s["model"], s["width"]) for s in summary}, key=str)
+    colour = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}
     lines: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for s in summary:
         lines[(s["dataset"], s["model"], s["width"], s["method"], s["weight_init"])].append(s)
     for (_dataset, model, width, method, init), pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
         pts.sort(key=lambda p: p["kept_percent"])
-        label = (
-            f"{model}"
-            + (f" w{width}" if width != 1.0 else "")
-            + f" {method}"
-            + (f" ({init})" if method != "dense" else "")
-        )
+        label = f"{model}" + (f" w{width}" if width != 1.0 else "") + f" {method}"
+        label += f" ({init})" if method != "dense" else ""
         xs = [p["kept_percent"] for p in pts]
         ys = [p["accuracy_mean"] for p in pts]
         es = [p["accuracy_std"] for p in pts]
+        c = colour[(model, width)]
         if method == "dense":
-            ax.axhline(ys[0], linestyle="--", linewidth=1, label=label, color="k" if len(lines) < 8 else None)
-        elif len(pts) == 1:
-            ax.errorbar(xs, ys, yerr=es, marker="s", linestyle="", label=label, capsize=3)
+            ax.axhline(ys[0], linestyle="--", linewidth=1, label=label, color=c)
         else:
-            ax.errorbar(xs, ys, yerr=es, marker="o", label=label, capsize=3)
-    datasets = sorted({s["dataset"] for s in summary})
+            marker = "D" if method == "bernoulli" else MARKERS.get(init, "v")
+            style = "-" if len(pts) > 1 else ""
+            ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle=style, label=label, capsize=3, color=c)
     ax.set_xlabel("% of weights kept (k)")
     ax.set_ylabel("test accuracy (%)")
-    epochs = sorted({s["epochs"] for s in summary})
-    where = f", on {'/'.join(devices)}" if devices else ""
-    ax.set_title(f"{', '.join(datasets)}: {'/'.join(map(str, epochs))} epochs{where}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    if width_panel:
+        wax = axes[0][1]
+        for model in sorted(m for m, w in widths.items() if len(w) > 1):
+            for method, keep in (
+                ("edge-popup k=0.5", lambda s: s["method"] == "edge-popup" and s["k"] == 0.5),
+                ("dense", lambda s: s["method"] == "dense"),
+            ):
+                plain = ("signed_constant", "learned")  # not kaiming_normal or scale_fan: one line each
+                pts = sorted(
+                    (s for s in summary if s["model"] == model and keep(s) and s["weight_init"] in plain),
+                    key=lambda p: p["width"],
+                )
+                if pts:
+                    wax.errorbar(
+                        [p["width"] for p in pts],
+                        [p["accuracy_mean"] for p in pts],
+                        yerr=[p["accuracy_std"] for p in pts],
+                        marker="o",
+                        linestyle="--" if method == "dense" else "-",
+                        label=f"{model} {method}",
+                        capsize=3,
+                    )
+        wax.set_xscale("log", base=2)
+        all_widths = sorted(set().union(*widths.values()))
+        wax.set_xticks(all_widths, labels=[f"{w:g}" for w in all_widths])
+        wax.set_xlabel("width multiplier")
+        wax.set_ylabel("test accuracy (%)")
+        wax.grid(alpha=0.3)
+        wax.legend(fontsize=7)
+    datasets = sorted({s["dataset"] for s in summary})
+    epochs = sorted({s["epochs"] for s in summary})
+    where = f", on {'/'.join(devices)}" if devices else ""
+    fig.suptitle(f"{', '.join(datasets)}: {'/'.join(map(str, epochs))} epochs{where}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
