@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Issue 5, part 1: MNIST LeNet-300-100, 3 seeds. Resumable: rerun to continue where it stopped.
-# Usage: experiments/mnist_fc.sh [RUNS_DIR] [MNIST_DIR]   (defaults: runs/mnist_fc, ../shared/data/mnist)
+# Usage: experiments/mnist_fc.sh [RUNS_DIR] [MNIST_DIR]   (defaults: results/mnist_fc/runs, ../shared/data/mnist)
+# Each run's config.yaml, metrics.jsonl and result.json are small and meant to be committed (checkpoints are
+# git-ignored), so the sweep resumes across machines. The 2026-11-24 runs predate this layout: their
+# numbers are in results/mnist_fc/runs.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${1:-runs/mnist_fc}
+RUNS=${1:-results/mnist_fc/runs}
 DATA=${2:-../shared/data/mnist}
 SM=${SUPERMASK:-.venv/bin/supermask}
 EPOCHS=${EPOCHS:-10}
