@@ -40,4 +40,9 @@ for width in 0.5 2; do                                                 # width (
     OUT="$RUNS/scale_fan" sweep conv2 supermask.k=0.1,0.3,0.5,0.7,0.9 supermask.scale_fan=true
   fi
 done
+# more seeds for the core comparisons (seed 0 is above; report gives mean +- std over seeds), cheapest first
+OUT="$RUNS/seeds" sweep conv2 supermask.method=edge-popup train.seed=1,2
+OUT="$RUNS/seeds" sweep conv2 "${dense[@]}" train.seed=1,2
+OUT="$RUNS/seeds" sweep conv4 supermask.method=edge-popup train.seed=1,2
+OUT="$RUNS/seeds" sweep conv4 "${dense[@]}" train.seed=1,2
 $SM report "$RUNS" --out results/cifar10_conv
