@@ -176,7 +176,7 @@ def test_sweep_resumes_and_report_writes_png(tmp_path: Path) -> None:
     png = (tmp_path / "grid" / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     table = (tmp_path / "grid" / "results.md").read_text()
-    assert table.count("| digits | mlp |") == 2 and "± " in table
+    assert table.count("| digits | mlp |") == 2 and table.count("± ") == 2  # two seeds per row
     assert (tmp_path / "grid" / "results.csv").read_text().startswith("dataset,model,width,method")
     assert len((tmp_path / "grid" / "runs.csv").read_text().splitlines()) == 1 + 4
 
@@ -208,10 +208,30 @@ def test_report_plot_with_widths_bernoulli_and_dense(tmp_path: Path) -> None:
     def row(width: float, method: str, init: str, k: float | None, acc: float) -> dict:
         kept = 100 * (k or 1.0)
         return dict(dataset="d", model="conv4", width=width, method=method, weight_init=init, k=k, epochs=2,
-                    kept_percent=kept, seeds=1, accuracy_mean=acc, accuracy_std=0.0)  # fmt: skip
+                    kept_percent=kept, seeds=1, accuracy_mean=acc, accuracy_std=None)  # fmt: skip
 
     summary = [row(w, "edge-popup", "signed_constant", 0.5, 40 + w) for w in (0.5, 1.0, 2.0)]
     summary += [row(w, "dense", "learned", None, 45 + w) for w in (0.5, 1.0)]
     summary += [row(1.0, "bernoulli", "signed_constant", None, 30), row(1.0, "edge-popup", "kaiming_normal", 0.5, 39)]
     out = plot(summary, tmp_path / "r.png", ["cpu"])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_gives_no_std_for_one_seed(tmp_path: Path) -> None:
+    from supermask.report import write_report
+
+    def result(name: str, method: str, seed: int, acc: float) -> None:
+        d = tmp_path / name
+        d.mkdir()
+        r = dict(dataset="d", model="m", width=1.0, method=method, weight_init="signed_constant", k=0.5, seed=seed,
+                 epochs=1, kept_fraction=0.5, accuracy=acc, device="cpu")  # fmt: skip
+        (d / "result.json").write_text(json.dumps(r))
+
+    result("a0", "edge-popup", 0, 0.50)
+    result("a1", "edge-popup", 1, 0.52)
+    result("b0", "dense", 0, 0.60)
+    write_report(tmp_path)
+    rows = (tmp_path / "results.md").read_text().splitlines()[2:]
+    assert [r.split("|")[-2].strip() for r in rows] == ["60.00", "51.00 ± 1.41"]
+    csv_rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_rows[1].endswith(",60.0,")  # the std column is empty, not 0

@@ -24,7 +24,7 @@ def collect(runs_dir: Path) -> list[dict[str, Any]]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std of accuracy over seeds, per (dataset, model, width, method, init, k)."""
+    """Mean and std of accuracy over seeds, per (dataset, model, width, method, init, k); std is None for one seed."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         k = r["k"] if str(r["method"]).startswith("edge-popup") else None
@@ -46,10 +46,14 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "kept_percent": 100 * statistics.mean(kept),
                 "seeds": len(rs),
                 "accuracy_mean": 100 * statistics.mean(accs),
-                "accuracy_std": 100 * statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "accuracy_std": 100 * statistics.stdev(accs) if len(accs) > 1 else None,  # one seed: unknown
             }
         )
     return out
+
+
+def _mean_std(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
@@ -73,7 +77,7 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
         lines.append(
             f"| {s['dataset']} | {s['model']} | {s['width']} | {s['method']} | {s['weight_init']} | "
             f"{s['kept_percent']:.1f} | {s['epochs']} | {s['seeds']} | "
-            f"{s['accuracy_mean']:.2f} ± {s['accuracy_std']:.2f} |"
+            f"{_mean_std(s['accuracy_mean'], s['accuracy_std'])} |"
         )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     run_fields = [
@@ -125,7 +129,7 @@ def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = 
         label += f" ({init})" if method != "dense" else ""
         xs = [p["kept_percent"] for p in pts]
         ys = [p["accuracy_mean"] for p in pts]
-        es = [p["accuracy_std"] for p in pts]
+        es = [p["accuracy_std"] or 0.0 for p in pts]
         c = colour[(model, width)]
         if method == "dense":
             ax.axhline(ys[0], linestyle="--", linewidth=1, label=label, color=c)
@@ -153,7 +157,7 @@ def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = 
                     wax.errorbar(
                         [p["width"] for p in pts],
                         [p["accuracy_mean"] for p in pts],
-                        yerr=[p["accuracy_std"] for p in pts],
+                        yerr=[p["accuracy_std"] or 0.0 for p in pts],
                         marker="o",
                         linestyle="--" if method == "dense" else "-",
                         label=f"{model} {method}",
