@@ -153,6 +153,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     r1 = json.loads((tmp_path / "runs" / "one" / "result.json").read_text())
     r2 = json.loads((tmp_path / "runs" / "two" / "result.json").read_text())
     assert r2["world_size"] == 2
+    assert r2["hardware"].startswith("2 x ") and r1["hardware"] and not r1["hardware"].startswith("2 x ")
     # Same global batch of 64 per step (rank r takes perm[r::2]); only the float summation order and the
     # one example the ranks' equal split drops differ. Stated tolerance: 2 percentage points.
     assert abs(r1["accuracy"] - r2["accuracy"]) <= 0.02, (r1["accuracy"], r2["accuracy"])

@@ -96,7 +96,7 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
         writer = csv.DictWriter(f, fieldnames=run_fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: [str(r.get(k)) for k in run_fields]))
-    devices = sorted({str(r.get("device", "?")) for r in rows})
+    devices = sorted({str(r.get("hardware") or r.get("device", "?")) for r in rows})
     return [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png", devices)]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -280,6 +281,8 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
             "kept_fraction": report["converted"]["fraction"],
             "world_size": world,
             "device": str(device),
+            "hardware": describe_hardware(device, world),
+            "torch": torch.__version__,
         }
         if master:
             export(model, cfg, run_dir / EXPORT)
@@ -290,6 +293,21 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def describe_hardware(device: torch.device, world: int = 1) -> str:
+    """What a run ran on, for reports: "2 x NVIDIA H100 80GB HBM3" or "AMD EPYC CPU, 2 threads"."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+        except OSError:
+            pass
+        name = f"{name} CPU, {torch.get_num_threads()} threads"
+    return f"{world} x {name}" if world > 1 else name
 
 
 def export(model: nn.Module, cfg: RunConfig, out: Path) -> Path:
