@@ -2,7 +2,8 @@
 # Issue 5, parts 2-3: CIFAR-10 (JPEG-75 rebuild) Conv2/Conv4. Resumable: rerun to continue; finished
 # runs are skipped, an interrupted one resumes from its last epoch. Ordered by priority, so a partial
 # run still answers the main questions first: edge-popup vs dense vs bernoulli and the init at k = 0.5
-# on Conv4, Conv2 against dense, width 0.5, the k curves, and last width 2 (the costliest).
+# on Conv4, Conv2 against dense, width 0.5, the k curves, width 2 (about 31 min a run here), and last
+# seeds 1 and 2 of the core comparisons (in RUNS/seeds; report averages them with seed 0).
 # Usage: experiments/cifar10_conv.sh [RUNS_DIR] [CIFAR_DIR]
 #   RUNS_DIR (default results/cifar10_conv/runs): each run's config.yaml, metrics.jsonl and result.json
 #     are small and committed, so the sweep also resumes across machines; checkpoints are git-ignored.
@@ -19,8 +20,8 @@ sweep() { $SM sweep "configs/cifar10/$1.yaml" data.name=cifar10-jpeg75 data.root
   train.epochs="$EPOCHS" train.progress=lines "${@:2}" --out "${OUT:-$RUNS}"; }
 # learned weights: Kaiming normal init and lr 0.01 (lr 0.1 from signed-constant weights diverged to NaN)
 dense=(supermask.method=dense supermask.weight_init=kaiming_normal optim.lr=0.01)
-# Ordered so that the main comparisons come first (a Conv4 run is ~12 min on 2 cores, Conv2 ~7, width 0.5 ~4,
-# width 2 ~45). Runs that one sweep would name alike (it names runs by model, method and swept axes only)
+# Ordered so that the main comparisons come first (a Conv4 run is ~12 min on 2 cores, Conv2 ~5, width 0.5 ~4,
+# width 2 ~31). Runs that one sweep would name alike (it names runs by model, method and swept axes only)
 # go to their own subfolders.
 sweep conv4 supermask.method=edge-popup                                # k = 0.5
 sweep conv4 "${dense[@]}"
