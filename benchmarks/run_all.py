@@ -127,10 +127,34 @@ def memory_child(name: str, variant: str) -> int:
 FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
+def bench_memory_cuda(names: list[str], out: dict) -> None:
+    print("\n## (d) peak GPU memory of training steps beyond the model and batch (allocator peak), batch 128")
+    for name in names:
+        peaks = {}
+        for v in ("dense", "supermask"):
+            x, y = batch(name)
+            model = variants(name)[v]
+            step = make_step(model, x, y)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+            peaks[v] = torch.cuda.max_memory_allocated() - before
+            del model, step
+        out[f"memory/{name}"] = peaks
+        d, s = peaks["dense"], peaks["supermask"]
+        print(f"{name:10} dense {d / 2**20:7.1f} MiB  supermask {s / 2**20:7.1f} MiB  ratio {s / d:.3f}")
+
+
 def bench_memory(names: list[str], out: dict) -> None:
     import os
     import subprocess
 
+    if device().type == "cuda":
+        bench_memory_cuda(names, out)
+        return
     print("\n## (d) peak memory of training steps beyond the model and batch (process RSS), batch 128")
     print("   live: glibc with a fixed mmap threshold (peak of live memory); default: glibc's defaults")
     for name in names:
@@ -166,11 +190,11 @@ def bench_checkpoint(names: list[str], out: dict) -> None:
         print(f"{name:10} state_dict {buf.tell():>11,} B  supermask {size:>9,} B  ratio 1/{buf.tell() / size:.1f}")
 
 
-def bench_epoch(out: dict, steps_conv4: int) -> None:
+def bench_epoch(out: dict, steps_conv4: int, data_dir: str | None) -> None:
     from supermask.data import DATASETS, TensorLoader
 
     print("\n## (f) data pipeline share of an epoch: loader steps vs the same steps on one fixed batch")
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    shared = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2] / "shared" / "data"
     for name, dataset, model_name, steps in (
         ("mnist-fc", "mnist", "lenet", None),
         ("cifar-conv4", "cifar10", "conv4", steps_conv4),
@@ -182,6 +206,8 @@ def bench_epoch(out: dict, steps_conv4: int) -> None:
 
             if dataset == "mnist":
                 arr = load_arrays("mnist", shared / "mnist")["train"]
+            elif (shared / "cifar10-jpeg75" / "cifar-10-batches-py").is_dir():  # unpacked (md5s checked)
+                arr = load_arrays("cifar10-jpeg75", shared / "cifar10-jpeg75")["train"]
             else:
                 tmp = Path(tempfile.mkdtemp())
                 (tmp / "cifar-10-jpeg75-python.tar.gz").symlink_to(
@@ -237,6 +263,7 @@ def main() -> None:
     parser.add_argument("--conv4-steps", type=int, default=40)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--data-dir", default=None, help="holds mnist/ and cifar10-jpeg75/ (default ../shared/data)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -253,7 +280,7 @@ def main() -> None:
     if "checkpoint" in only:
         bench_checkpoint(names, out)
     if "epoch" in only:
-        bench_epoch(out, args.conv4_steps)
+        bench_epoch(out, args.conv4_steps, args.data_dir)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

@@ -43,6 +43,10 @@ def test_cifar10_jpeg75_from_shared(shared_data: Path, tmp_path: Path, monkeypat
     (tmp_path / "o" / "cifar-10-python.tar.gz").symlink_to(archive)
     with pytest.raises(DataError, match="wrong md5"):
         data.load_arrays("cifar10", tmp_path / "o")
+    # The unpacked folder of the rebuild is read when data.root holds it: each file's md5 is checked.
+    extracted = next((tmp_path / "cache" / "cifar10-jpeg75").iterdir())
+    again = data.load_arrays("cifar10-jpeg75", extracted)
+    assert np.array_equal(again["test"][0], arrays["test"][0]) and np.array_equal(again["train"][1], y)
 
 
 def test_tensor_loader_batches_augmentation_and_ranks() -> None:
@@ -86,6 +90,16 @@ def test_unpacked_cifar_folder_is_read(tmp_path: Path) -> None:
     (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
     with pytest.raises(DataError, match="not a complete CIFAR folder"):
         data.load_arrays("cifar10", tmp_path)
+
+
+def test_unpacked_folder_is_not_taken_for_the_rebuild(tmp_path: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(_fake_cifar_archive())) as tar:
+        tar.extractall(tmp_path, filter="data")
+    with pytest.raises(DataError, match=r"data_batch_1 has md5 .* not CIFAR-10 \(JPEG-75 rebuild\)"):
+        data.load_arrays("cifar10-jpeg75", tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").unlink()
+    with pytest.raises(DataError, match="data_batch_1 is missing"):
+        data.load_arrays("cifar10-jpeg75", tmp_path)
 
 
 def _fake_cifar_archive() -> bytes:

@@ -51,6 +51,8 @@ class DatasetInfo:
     urls: tuple[str, ...] = ()
     files: tuple[RemoteFile, ...] = ()
     note: str = ""
+    # md5 of each file of the unpacked folder; when given, an unpacked folder is read only if all match
+    members: tuple[RemoteFile, ...] = ()
 
 
 _MNIST_FILES = (
@@ -107,6 +109,14 @@ DATASETS: dict[str, DatasetInfo] = {
         _CIFAR_STD,
         True,
         files=(RemoteFile("cifar-10-jpeg75-python.tar.gz", "18a27610ac54addce5a4621da9fab090"),),
+        members=(
+            RemoteFile("data_batch_1", "2117d7d1552371c4367bf8af462da384"),
+            RemoteFile("data_batch_2", "dba61ddb344837aad15ff7e9f85f5b22"),
+            RemoteFile("data_batch_3", "a772067ed7898372500e0ef7a2dc5d14"),
+            RemoteFile("data_batch_4", "2248efae7c3921c89f6f4af83757d306"),
+            RemoteFile("data_batch_5", "f6129cc5e5120204d7bc451ad4219ac9"),
+            RemoteFile("test_batch", "53875ae9d2638021ec99841f668f7bb2"),
+        ),
         note="CIFAR-10 rebuilt from JPEG quality 75 (lossy pixels, original labels): read from data.root only",
     ),
     "cifar100": DatasetInfo(
@@ -287,6 +297,8 @@ def load_arrays(name: str, root: str | os.PathLike[str] | None) -> dict[str, tup
     base = Path(root).expanduser() if root else default_root()
     unpacked = _UNPACKED.get(name)
     if unpacked and root and (base / unpacked).is_dir():  # the standard unpacked folder, as torchvision leaves it
+        if info.members:
+            check_members(name, base / unpacked, info)
         return _read_cifar_folder(name, base / unpacked)
     files = fetch(name, base, info)
     if name in ("mnist", "fashion-mnist"):
@@ -307,8 +319,23 @@ def load_arrays(name: str, root: str | os.PathLike[str] | None) -> dict[str, tup
     return _read_cifar_folder(name, inner)
 
 
-# Unpacked folders read as they are (no archive to check): the original data sets only, never the rebuild.
-_UNPACKED = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+# Unpacked folders: the original data sets are read as they are; the rebuild only if each file's md5
+# matches (DatasetInfo.members), so a folder of the original can never pass for it or the reverse.
+_UNPACKED = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "cifar10-jpeg75": "cifar-10-batches-py"}
+
+
+def check_members(name: str, folder: Path, info: DatasetInfo) -> None:
+    """Raise :class:`DataError` unless every file of ``info.members`` is in ``folder`` with its md5."""
+    for member in info.members:
+        path = folder / member.name
+        if not path.is_file():
+            raise DataError(f"{folder} is not a complete {describe(name)} folder: {member.name} is missing")
+        got = md5sum(path)
+        if got != member.md5:
+            raise DataError(
+                f"{path} has md5 {got}, expected {member.md5}: this folder is not {describe(name)} "
+                f"(for the original CIFAR-10 use data.name=cifar10), or the file is corrupt"
+            )
 
 
 def _read_cifar_folder(name: str, inner: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
