@@ -64,18 +64,35 @@ def batch(name: str, n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, c, s, s, generator=g).to(device()), torch.randint(0, 10, (n,), generator=g).to(device())
 
 
+def with_sort_below(n: int, step):  # type: ignore[no-untyped-def]
+    """``step`` run with :data:`supermask.core.masks.SORT_BELOW` set to ``n`` (restored after)."""
+    from supermask.core import masks
+
+    def f() -> None:
+        saved, masks.SORT_BELOW = masks.SORT_BELOW, n
+        try:
+            step()
+        finally:
+            masks.SORT_BELOW = saved
+
+    return f
+
+
 def bench_step(names: list[str], reps: int, out: dict) -> None:
     print("\n## (a, b) training step, batch 128: median seconds and ratios")
     print(f"{'model':10} {'dense':>9} {'supermask':>10} {'paper-sort':>11} {'ours/dense':>11} {'paper/ours':>11}")
     for name in names:
         x, y = batch(name)
         steps = {v: make_step(m, x, y) for v, m in variants(name).items()}
+        if device().type == "cuda":  # the same model, selection by topk only
+            steps["supermask-topk"] = with_sort_below(0, steps["supermask"])
         r = max(3, reps // 4) if name == "resnet18" and device().type == "cpu" else reps
         t = alternate(steps, r)
         out[f"step/{name}"] = t
         print(
             f"{name:10} {t['dense']:9.4f} {t['supermask']:10.4f} {t['paper-sort']:11.4f} "
             f"{t['supermask'] / t['dense']:11.3f} {t['paper-sort'] / t['supermask']:11.2f}"
+            + (f"  topk-only/dense {t['supermask-topk'] / t['dense']:.3f}" if "supermask-topk" in t else "")
         )
 
 

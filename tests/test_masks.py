@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import supermask
-from supermask.core.masks import MaskedWeight, kept_count, new_hint, pack_bits, topk_mask, unpack_bits
+from supermask.core import masks
+from supermask.core.masks import MaskedWeight, kept_count, kth_largest, new_hint, pack_bits, topk_mask, unpack_bits
 
 
 def reference_mask(a: torch.Tensor, kept: int) -> torch.Tensor:
@@ -34,6 +35,18 @@ def test_topk_matches_reference_with_ties(sync_free: bool) -> None:
             assert torch.equal(topk_mask(a, kept, sync_free=sync_free), reference_mask(a, kept))
         b = torch.rand(n, generator=g)
         assert torch.equal(topk_mask(b, n // 2 or 1, sync_free=sync_free), reference_mask(b, n // 2 or 1))
+
+
+@pytest.mark.parametrize("sort_below", [0, 10**9])  # 0: topk of the smaller side; 10**9: a full sort
+def test_kth_largest_both_ways(sort_below: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(2)
+    for n in (1, 2, 9, 500):
+        a = torch.randint(0, 7, (n,), generator=g).float()
+        for kept in sorted({min(2, n), 1, n // 3 or 1, n // 2 or 1, n - 1 or 1, n}):
+            expected = sorted(a.tolist(), reverse=True)[kept - 1]
+            assert float(kth_largest(a, kept, sort_below)) == expected
+            monkeypatch.setattr(masks, "SORT_BELOW", sort_below)  # what topk_mask uses
+            assert torch.equal(topk_mask(a, kept, sync_free=True), reference_mask(a, kept))
 
 
 def test_warm_start_equals_cold_selection() -> None:

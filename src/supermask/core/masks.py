@@ -5,7 +5,7 @@ k is always the fraction of weights KEPT. The kept count of a layer of n weights
 The kept weights are those with the largest |score|; among equal |score| the one with the LOWER
 flat index is kept. Selection is O(n), never a full sort: on the CPU it runs in NumPy (introselect,
 and a warm start from the previous step's threshold that narrows it to a thin band of candidates);
-on accelerators it uses ``kthvalue`` and needs no device-to-host synchronisation (see :func:`topk_mask`).
+on accelerators it uses ``topk`` and needs no device-to-host synchronisation (see :func:`topk_mask`).
 """
 
 from __future__ import annotations
@@ -87,12 +87,30 @@ def topk_mask(a: Tensor, kept: int, hint: list[float] | None = None, sync_free: 
             host = host.to("cpu", torch.float32)  # bf16/fp16 convert exactly, so the order is the same
         mask = torch.from_numpy(_host_topk_mask(host.contiguous().numpy(), kept, hint))
         return mask.to(a.device)
-    # no host sync: kthvalue, then always resolve ties with a cumulative count
-    thr = torch.kthvalue(a, n - kept + 1).values
+    # no host sync: the threshold from topk of the smaller side (CUDA's kthvalue runs one thread block
+    # per slice, about 10x slower on a whole layer), then always resolve ties with a cumulative count
+    thr = kth_largest(a, kept)
     mask = a > thr
     ties = a == thr
-    mask |= ties & (torch.cumsum(ties, 0) <= kept - mask.sum())
+    mask |= ties & (torch.cumsum(ties, 0, dtype=torch.int32) <= kept - mask.sum(dtype=torch.int32))
     return mask
+
+
+# Below this many entries a full sort is cheaper than topk's multi-pass radix select on a GPU.
+SORT_BELOW = 1 << 20
+
+
+def kth_largest(a: Tensor, kept: int, sort_below: int | None = None) -> Tensor:
+    """The ``kept``-th largest entry of 1-D ``a`` (a 0-d tensor; no host sync), 1 <= kept <= numel.
+
+    Layers smaller than ``sort_below`` (default :data:`SORT_BELOW`) sort; larger ones use ``topk``.
+    """
+    smallest = a.numel() - kept + 1  # the kept-th largest is the smallest-th smallest
+    if a.numel() < (SORT_BELOW if sort_below is None else sort_below):
+        return torch.sort(a).values[smallest - 1]
+    if kept <= smallest:
+        return torch.topk(a, kept, sorted=False).values.min()
+    return torch.topk(a, smallest, largest=False, sorted=False).values.max()
 
 
 def new_hint() -> list[float]:
