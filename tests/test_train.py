@@ -180,6 +180,26 @@ def test_sweep_resumes_and_report_writes_png(tmp_path: Path) -> None:
     assert table.count("| digits | mlp |") == 2 and table.count("± ") == 2  # two seeds per row
     assert (tmp_path / "grid" / "results.csv").read_text().startswith("dataset,model,width,method")
     assert len((tmp_path / "grid" / "runs.csv").read_text().splitlines()) == 1 + 4
+    assert not (tmp_path / "grid" / "curves.png").exists()  # 3 epochs: too short for learning curves
+
+
+def test_report_plots_learning_curves(tmp_path: Path) -> None:
+    from supermask.report import write_report
+
+    for name, epochs in (("long", 6), ("short", 2)):
+        d = tmp_path / name
+        d.mkdir()
+        r = dict(dataset="d", model="m", width=1.0, method="edge-popup", weight_init="signed_constant", k=0.5,
+                 seed=0, epochs=epochs, kept_fraction=0.5, accuracy=0.5, device="cpu")  # fmt: skip
+        (d / "result.json").write_text(json.dumps(r))
+        rows = [{"epoch": e, "test_accuracy": 0.1 * e, "train_accuracy": 0.1 * e} for e in range(1, epochs + 1)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    paths = write_report(tmp_path)
+    assert tmp_path / "curves.png" in paths
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from supermask.report import learning_curves
+
+    assert list(learning_curves(tmp_path)) == ["long"]  # "short" has fewer than 5 epochs
 
 
 def test_compile_matches_eager(tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ def _mean_std(mean: float, std: float | None) -> str:
 
 
 def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
-    """Write ``results.md``, ``results.csv`` and ``results.png``; return their paths."""
+    """Write ``results.md``, ``results.csv``, ``runs.csv``, ``results.png`` and, when at most
+    :data:`MAX_CURVES` runs of 5 or more epochs left their ``metrics.jsonl``, ``curves.png``; return their paths."""
     rows = collect(runs_dir)
     if not rows:
         raise SupermaskError(f"no finished runs (result.json) below {runs_dir}")
@@ -97,7 +98,58 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: [str(r.get(k)) for k in run_fields]))
     devices = sorted({str(r.get("hardware") or r.get("device", "?")) for r in rows})
-    return [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png", devices)]
+    paths = [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png", devices)]
+    curves = learning_curves(runs_dir)
+    if curves and len(curves) <= MAX_CURVES:
+        datasets = ", ".join(sorted({str(r["dataset"]) for r in rows}))
+        paths.append(plot_curves(curves, out / "curves.png", f"{datasets}: learning curves", devices))
+    return paths
+
+
+MAX_CURVES = 12  # more would not be readable in one plot
+
+
+def learning_curves(runs_dir: Path, min_epochs: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """Per-epoch metrics (``metrics.jsonl``) of each finished run of at least ``min_epochs``, by run name."""
+    curves = {}
+    for result in sorted(runs_dir.rglob("result.json")):
+        metrics = result.parent / "metrics.jsonl"
+        if not metrics.is_file():
+            continue
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if len(rows) >= min_epochs:
+            curves[str(result.parent.relative_to(runs_dir))] = rows
+    return curves
+
+
+def plot_curves(
+    curves: dict[str, list[dict[str, Any]]],
+    path: Path,
+    title: str = "learning curves",
+    devices: list[str] | None = None,
+) -> Path:
+    """Test (solid) and train (dotted) accuracy against epoch, one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, rows) in enumerate(curves.items()):
+        epochs = [r["epoch"] for r in rows]
+        colour = f"C{i % 10}"
+        ax.plot(epochs, [100 * r["test_accuracy"] for r in rows], color=colour, label=f"{name} (test)")
+        ax.plot(epochs, [100 * r["train_accuracy"] for r in rows], color=colour, linestyle=":", label="train")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    where = f" on {'/'.join(devices)}" if devices else ""
+    ax.set_title(f"{title}{where}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 MARKERS = {"signed_constant": "o", "signed_constant+scale_fan": "^", "kaiming_normal": "s"}
