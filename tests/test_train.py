@@ -256,3 +256,47 @@ def test_report_gives_no_std_for_one_seed(tmp_path: Path) -> None:
     assert [r.split("|")[-2].strip() for r in rows] == ["60.00", "51.00 ± 1.41"]
     csv_rows = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_rows[1].endswith(",60.0,")  # the std column is empty, not 0
+
+
+@pytest.mark.parametrize("method", ["edge-popup", "bernoulli"])
+def test_compiled_model_is_one_graph_and_steps_like_eager(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torch.compile the traced selection (the accelerator path, forced here on the CPU) leaves no
+    graph break per layer and is recomputed on every step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    import supermask
+    from supermask.core.layers import SupermaskLayer
+    from supermask.models import create
+
+    monkeypatch.setattr(SupermaskLayer, "traces_selection", lambda self: self.method == "edge-popup" or self.training)
+
+    torch.manual_seed(0)
+    eager = supermask.to_supermask(create("conv2", width=0.125), supermask.SupermaskConfig(k=0.3, method=method))
+    compiled_model = copy.deepcopy(eager)
+    for _, layer in supermask.supermask_layers(eager):
+        layer._mask_at_start = layer.mask().clone()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    explained = torch._dynamo.explain(compiled_model)(x)
+    assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
+    net = torch.compile(compiled_model, fullgraph=True)
+    if method == "bernoulli":  # compiled code draws with its own generator: a fresh mask on every call
+        assert not torch.equal(net(x), net(x))
+        return
+    opts = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1.0) for m in (eager, compiled_model)]
+    for _ in range(3):
+        outs = []
+        for fn, opt in ((eager, opts[0]), (net, opts[1])):
+            out = fn(x)
+            F.cross_entropy(out, y).backward()
+            opt.step()
+            opt.zero_grad()
+            outs.append(out.detach())
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+    # lr 1 moved the scores: both selected the same new masks
+    changed = False
+    for (_, a), (_, b) in zip(supermask.supermask_layers(eager), supermask.supermask_layers(compiled_model)):
+        assert torch.equal(a.mask(), b.mask())
+        changed |= not torch.equal(a.mask(), a._mask_at_start)
+    assert changed

@@ -86,12 +86,40 @@ class SupermaskLayer(nn.Module):
         self.__dict__.update(_mask_key=key, _mask=mask)
         return mask
 
-    @torch.compiler.disable
     def effective_weight(self) -> Tensor:
         """``weight * mask``, differentiable with respect to the scores (straight-through)."""
-        weight = self.base_layer.weight
         if self.method == "dense":
-            return weight
+            return self.base_layer.weight
+        if torch.compiler.is_compiling() and self.traces_selection():
+            return self._traced_effective_weight()
+        return self._eager_effective_weight()
+
+    def traces_selection(self) -> bool:
+        """Whether ``torch.compile`` traces this layer's selection into its graph: edge-popup (and
+        bernoulli while training) off the CPU. On the CPU the eager NumPy selection, warm-started from
+        the previous step, is faster than any traced one (LeNet-300-100: 4.2 ms eager against 32.6 ms
+        traced per step), so there each layer stays a graph break."""
+        scores = self.scores
+        if scores is None or scores.device.type == "cpu":
+            return False
+        return self.method == "edge-popup" or (self.method == "bernoulli" and self.training)
+
+    def _traced_effective_weight(self) -> Tensor:
+        """Inside a ``torch.compile`` graph: the sync-free selection is traced into the graph and runs on
+        every call (no Python-side cache, no graph break per layer, so whole steps can be one graph)."""
+        scores = self.scores
+        assert scores is not None
+        if self.method == "bernoulli":
+            mask = torch.rand_like(scores) < torch.sigmoid(scores.detach())
+        else:
+            flat = scores.detach().abs().reshape(-1)
+            mask = topk_mask(flat, self.kept(), sync_free=True).reshape(scores.shape)
+        return MaskedWeight.apply(self.base_layer.weight, scores, mask, self.method == "bernoulli")
+
+    # The eager path reads and writes Python-side caches (and on the CPU selects in NumPy): never traced.
+    @torch.compiler.disable
+    def _eager_effective_weight(self) -> Tensor:
+        weight = self.base_layer.weight
         assert self.scores is not None
         grad_on = torch.is_grad_enabled()
         if not grad_on and not self.training:

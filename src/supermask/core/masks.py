@@ -103,10 +103,13 @@ SORT_BELOW = 1 << 20
 def kth_largest(a: Tensor, kept: int, sort_below: int | None = None) -> Tensor:
     """The ``kept``-th largest entry of 1-D ``a`` (a 0-d tensor; no host sync), 1 <= kept <= numel.
 
-    Layers smaller than ``sort_below`` (default :data:`SORT_BELOW`) sort; larger ones use ``topk``.
+    Tensors smaller than ``sort_below`` sort; larger ones use ``topk``. Default: :data:`SORT_BELOW` on
+    accelerators, 0 on the CPU (where a sort is slower than topk: 25 ms against 4 ms on 235k entries).
     """
     smallest = a.numel() - kept + 1  # the kept-th largest is the smallest-th smallest
-    if a.numel() < (SORT_BELOW if sort_below is None else sort_below):
+    if sort_below is None:
+        sort_below = 0 if a.device.type == "cpu" else SORT_BELOW
+    if a.numel() < sort_below:
         return torch.sort(a).values[smallest - 1]
     if kept <= smallest:
         return torch.topk(a, kept, sorted=False).values.min()
@@ -132,7 +135,12 @@ class MaskedWeight(torch.autograd.Function):
     def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor, bernoulli: bool) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(weight, scores)
         ctx.bernoulli = bernoulli
-        if weight.device.type == "cpu" and weight.dtype in _NUMPY_FLOATS and weight.is_contiguous():
+        if (
+            weight.device.type == "cpu"
+            and weight.dtype in _NUMPY_FLOATS
+            and weight.is_contiguous()
+            and not torch.compiler.is_compiling()
+        ):
             # NumPy's float * bool is several times faster than PyTorch's on the CPU (same values)
             return torch.from_numpy(np.multiply(weight.detach().numpy(), mask.contiguous().numpy()))
         return weight * mask
