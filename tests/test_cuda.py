@@ -70,3 +70,10 @@ def test_training_on_the_gpu_with_bf16_channels_last(tmp_path: Path, compile_: b
     assert result["device"].startswith("cuda")
     assert result["accuracy"] > 0.5
     assert (Path(result["run_dir"]) / "supermask").is_dir()
+
+
+def test_compiled_model_on_the_gpu_is_one_graph() -> None:
+    """On accelerators the selection is traced: torch.compile sees one graph, no break per layer."""
+    model = _model().cuda()
+    explained = torch._dynamo.explain(model)(torch.randn(4, 3, 8, 8, device="cuda"))
+    assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
