@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, sync  # noqa: E402
-from supermask.core.masks import kept_count, kth_largest  # noqa: E402
+from paper_reference import GetSubnet  # noqa: E402
+from supermask.core.masks import kept_count, kth_largest, mask_above  # noqa: E402
 
 # weights per layer: LeNet-300-100's, Conv4's and CIFAR ResNet-18's distinct layer sizes
 SIZES = {
@@ -38,31 +39,18 @@ SIZES = {
 
 def threshold_mask(a: torch.Tensor, kept: int, sort_below: int) -> torch.Tensor:
     """topk_mask's sync-free path with the sort/topk switch given."""
-    thr = kth_largest(a, kept, sort_below)
-    mask = a > thr
-    ties = a == thr
-    mask |= ties & (torch.cumsum(ties, 0, dtype=torch.int32) <= kept - mask.sum(dtype=torch.int32))
-    return mask
+    return mask_above(a, kth_largest(a, kept, sort_below), kept)
 
 
 def kthvalue_mask(a: torch.Tensor, kept: int) -> torch.Tensor:
-    """The previous sync-free path: kthvalue threshold, cumulative-count tie-break."""
-    thr = torch.kthvalue(a, a.numel() - kept + 1).values
-    mask = a > thr
-    ties = a == thr
-    mask |= ties & (torch.cumsum(ties, 0) <= kept - mask.sum())
-    return mask
+    """The previous sync-free path: kthvalue threshold, same tie-break."""
+    return mask_above(a, torch.kthvalue(a, a.numel() - kept + 1).values, kept)
 
 
 def paper_sort_mask(a: torch.Tensor, k: float) -> torch.Tensor:
     """allenai/hidden-networks GetSubnet.forward: a full sort, then two scatters."""
-    out = a.clone()
-    _, idx = a.flatten().sort()
-    j = int((1 - k) * a.numel())
-    flat = out.flatten()
-    flat[idx[:j]] = 0
-    flat[idx[j:]] = 1
-    return out
+    with torch.no_grad():
+        return GetSubnet.apply(a, k)
 
 
 def median_us(fn, reps: int) -> float:  # type: ignore[no-untyped-def]

@@ -91,7 +91,12 @@ def topk_mask(a: Tensor, kept: int, hint: list[float] | None = None, sync_free: 
     # no host sync: the threshold from kth_largest (not kthvalue, which CUDA runs in one thread block per
     # slice: 49-79x slower on ResNet-18's and Conv4's largest layers on an H100), then always resolve
     # ties with a cumulative count
-    thr = kth_largest(a, kept)
+    return mask_above(a, kth_largest(a, kept), kept)
+
+
+def mask_above(a: Tensor, thr: Tensor, kept: int) -> Tensor:
+    """The ``kept`` entries of 1-D ``a`` at or above the kept-th largest value ``thr`` (no host sync):
+    everything above it, and the lowest-index ties with it until ``kept`` are taken."""
     mask = a > thr
     ties = a == thr
     mask |= ties & (torch.cumsum(ties, 0, dtype=torch.int32) <= kept - mask.sum(dtype=torch.int32))
