@@ -62,6 +62,28 @@ def test_warm_start_equals_cold_selection() -> None:
     assert hint[0] == hint[0]  # the hint was used and updated
 
 
+def test_warm_start_resolves_ties_at_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    # integer-valued scores: the threshold always falls in a block of ties, and the warm-started band
+    # must keep exactly the lowest-index ties, as the cold selection and the reference do
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 50, (20000,), generator=g).float()
+    hint = new_hint()
+    band_hits: list[float | None] = []
+    band_threshold = masks._band_threshold
+    monkeypatch.setattr(
+        masks, "_band_threshold", lambda *args: band_hits.append(band_threshold(*args)) or band_hits[-1]
+    )
+    for step in range(12):
+        kept = [10000, 9999, 123, 19999][step % 4]
+        warm = topk_mask(a, kept, hint)
+        assert torch.equal(warm, reference_mask(a, kept))
+        assert int(warm.sum()) == kept
+        if step % 2:
+            a = a + torch.randint(-1, 2, (20000,), generator=g).float()
+    assert hint[0] == hint[0] and hint[1] >= 0
+    assert sum(hit is not None for hit in band_hits) >= 4  # the warm path really ran
+
+
 def test_constant_scores_keep_lowest_indices() -> None:
     layer = nn.Sequential(nn.Linear(10, 10))
     supermask.to_supermask(layer, supermask.SupermaskConfig(k=0.25, score_init="constant"))
