@@ -28,6 +28,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed  ## benchmarks (not tests): prints medians and ratios
 	$(PY) benchmarks/run_all.py
 	$(PY) benchmarks/selection.py --reps 10
+	$(PY) benchmarks/overhead.py
 
 reproduce: $(VENV)/.installed  ## issue-5 experiments (long; resumable)
 	experiments/mnist_fc.sh
