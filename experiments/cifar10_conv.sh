@@ -49,10 +49,12 @@ OUT="$RUNS/seeds" sweep conv4 "${dense[@]}" train.seed=1,2
 # seeds 1 and 2 for width 0.5 (about 4 min a run)
 OUT="$RUNS/seeds_width0.5" sweep conv4 model.width=0.5 supermask.method=edge-popup train.seed=1,2
 OUT="$RUNS/seeds_width0.5" sweep conv4 model.width=0.5 "${dense[@]}" train.seed=1,2
-# seeds 1 and 2 for the k curves (scale_fan): Conv2 first (about 6 min a run here), then Conv4 (about 8);
-# the middle of each curve (k = 0.3, 0.5, 0.7) before its ends
+# seeds 1 and 2 for the k curves (scale_fan) and the init comparison: Conv2 first (about 6 min a run
+# here), then Conv4 (about 8); on Conv4 the best k and its neighbours (0.7, 0.5) before the ends
 OUT="$RUNS/seeds_scale_fan" sweep conv2 supermask.k=0.3,0.5,0.7,0.1,0.9 supermask.scale_fan=true train.seed=1,2
-OUT="$RUNS/seeds_scale_fan" sweep conv4 supermask.k=0.3,0.5,0.7,0.1,0.9 supermask.scale_fan=true train.seed=1,2
+OUT="$RUNS/seeds_kaiming_normal" sweep conv2 supermask.weight_init=kaiming_normal train.seed=1,2
+OUT="$RUNS/seeds_kaiming_normal" sweep conv4 supermask.weight_init=kaiming_normal train.seed=1,2
+OUT="$RUNS/seeds_scale_fan" sweep conv4 supermask.k=0.7,0.5,0.3,0.9,0.1 supermask.scale_fan=true train.seed=1,2
 $SM report "$RUNS" --out results/cifar10_conv
 # Longer schedule (LONG_EPOCHS, default 10: about 25 min a Conv2 run here), kept in its own folder and
 # report so that no plot mixes schedules: does Conv2's edge-popup fall below dense with longer training,
