@@ -68,7 +68,7 @@ def test_warm_start_resolves_ties_at_the_threshold(monkeypatch: pytest.MonkeyPat
     g = torch.Generator().manual_seed(3)
     a = torch.randint(0, 50, (20000,), generator=g).float()
     hint = new_hint()
-    band_hits: list[float | None] = []
+    band_hits: list[object] = []
     band_threshold = masks._band_threshold
     monkeypatch.setattr(
         masks, "_band_threshold", lambda *args: band_hits.append(band_threshold(*args)) or band_hits[-1]
@@ -206,6 +206,19 @@ def test_host_selection_handles_half_precision_and_rejects_nan() -> None:
     b[7] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         topk_mask(b, 50)
+    # warm-started too: the band's comparisons skip NaN, which must not turn into a silent full mask
+    c, hint = torch.rand(1000, generator=g), new_hint()
+    topk_mask(c, 500, hint)
+    c[3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        topk_mask(c, 500, hint)
+    # and when ties at the threshold could make up the count that NaN takes away
+    d, hint = torch.randint(0, 10, (1000,), generator=g).float(), new_hint()
+    topk_mask(d, 500, hint)
+    d[d == hint[0]] = hint[0]  # unchanged values: the same threshold, inside the warm band
+    d[int(torch.nonzero(d > hint[0])[0])] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        topk_mask(d, 500, hint)
 
 
 @pytest.mark.parametrize("layout", ["float32", "float64", "bfloat16", "channels_last"])

@@ -28,36 +28,40 @@ class NonFiniteScoresError(ValueError):
     """The scores hold NaN, so no top-k mask exists (training diverged)."""
 
 
-def _band_threshold(a: np.ndarray, kept: int, lo: float, hi: float) -> float | None:
-    """The kept-th largest value of ``a`` if it lies in [lo, hi], else None."""
-    at_least_lo = a >= lo
+def _band_threshold(a: np.ndarray, kept: int, lo: float, hi: float) -> tuple[float, int] | None:
+    """The kept-th largest value of ``a`` and the count of entries >= it, if that value lies in [lo, hi];
+    else None. NaN counts as >= lo (it fails ``a < lo``) but never as >= the threshold, so the caller's
+    count of ``a >= threshold`` falls short of the one returned exactly when ``a`` holds NaN."""
+    at_least_lo = np.logical_not(a < lo)  # not a >= lo: this one holds NaN
     n_lo = int(np.count_nonzero(at_least_lo))
     if n_lo < kept:
         return None
-    band = a[np.flatnonzero(at_least_lo & (a <= hi))]
-    above = n_lo - band.size  # entries > hi
+    band = a[np.flatnonzero(at_least_lo & (a <= hi))]  # lo <= a <= hi
+    above = n_lo - band.size  # entries > hi, and NaN
     if above >= kept:
         return None
     need = kept - above  # the need-th largest within the band
-    return float(np.partition(band, band.size - need)[band.size - need])
+    thr = band.dtype.type(np.partition(band, band.size - need)[band.size - need])
+    return float(thr), above + int(np.count_nonzero(band >= thr))
 
 
 def _host_topk_mask(a: np.ndarray, kept: int, hint: list[float] | None) -> np.ndarray:
     """:func:`topk_mask` on the host, in NumPy (its comparisons, counts and selection are several
     times faster than the same PyTorch CPU operations on bool tensors, measured in docs/BENCHMARKS.md)."""
-    thr: float | None = None
+    found: tuple[float, int] | None = None
     if hint is not None and hint[0] == hint[0]:
         width = max(16.0 * hint[1], 1e-6 * abs(hint[0]), 1e-12)
         for scale in (1.0, 64.0):  # a narrow band first, then a wide one, then the full quickselect
-            thr = _band_threshold(a, kept, hint[0] - width * scale, hint[0] + width * scale)
-            if thr is not None:
+            found = _band_threshold(a, kept, hint[0] - width * scale, hint[0] + width * scale)
+            if found is not None:
                 break
-    if thr is None:
-        thr = float(np.partition(a, a.size - kept)[a.size - kept])  # introselect, O(n)
+    thr = found[0] if found is not None else float(np.partition(a, a.size - kept)[a.size - kept])  # O(n)
     mask = a >= thr
-    extra = int(np.count_nonzero(mask)) - kept  # > 0 only when entries tie with the threshold
-    if extra < 0:
+    count = int(np.count_nonzero(mask))
+    # fewer than kept (cold), or fewer than the band counted (warm): only NaN compares false both ways
+    if count < kept or (found is not None and count != found[1]):
         raise NonFiniteScoresError("the scores contain NaN; no mask can be selected (was the learning rate too high?)")
+    extra = count - kept  # > 0 only when entries tie with the threshold
     if extra > 0:
         ties = np.flatnonzero(a == thr)
         mask[ties[ties.size - extra :]] = False  # ties keep the lower flat indices
