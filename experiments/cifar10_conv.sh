@@ -2,8 +2,9 @@
 # Issue 5, parts 2-3: CIFAR-10 (JPEG-75 rebuild) Conv2/Conv4. Resumable: rerun to continue; finished
 # runs are skipped, an interrupted one resumes from its last epoch. Ordered by priority, so a partial
 # run still answers the main questions first: edge-popup vs dense vs bernoulli and the init at k = 0.5
-# on Conv4, Conv2 against dense, width 0.5, the k curves, width 2 (about 31 min a run here), and last
-# seeds 1 and 2 of the core comparisons (in RUNS/seeds; report averages them with seed 0).
+# on Conv4, Conv2 against dense, width 0.5, the k curves, width 2 (about 31 min a run here), then
+# seeds 1 and 2 of the core comparisons, of the init comparison and of the k curves (in RUNS/seeds*;
+# report averages them with seed 0), and a 10-epoch schedule for Conv2 and Conv4 (its own report).
 # Usage: experiments/cifar10_conv.sh [RUNS_DIR] [CIFAR_DIR]
 #   RUNS_DIR (default results/cifar10_conv/runs): each run's config.yaml, metrics.jsonl and result.json
 #     are small and committed, so the sweep also resumes across machines; checkpoints are git-ignored.
