@@ -57,9 +57,8 @@ OUT="$RUNS/seeds_kaiming_normal" sweep conv2 supermask.weight_init=kaiming_norma
 OUT="$RUNS/seeds_kaiming_normal" sweep conv4 supermask.weight_init=kaiming_normal train.seed=1,2
 OUT="$RUNS/seeds_scale_fan" sweep conv4 supermask.k=0.7,0.5,0.3,0.9,0.1 supermask.scale_fan=true train.seed=1,2
 # Longer schedule (LONG_EPOCHS, default 10: about 20 min a Conv2 run, 40 a Conv4 run here), kept in its
-# own folder and report
-# so that no plot mixes schedules: does Conv2's edge-popup fall below dense with longer training, as in
-# the paper's Figure 3 (100 epochs), and does Conv4's gap to dense close?
+# own folder and report so that no plot mixes schedules: does Conv2's edge-popup fall below dense with
+# longer training, as in the paper's Figure 3 (100 epochs), and does Conv4's gap to dense close?
 LONG=results/cifar10_conv_long
 for model in conv2 conv4; do
   OUT="$LONG/runs" sweep $model supermask.method=edge-popup train.epochs="${LONG_EPOCHS:-10}"

@@ -41,7 +41,7 @@ def _band_threshold(a: np.ndarray, kept: int, lo: float, hi: float) -> tuple[flo
     if above >= kept:
         return None
     need = kept - above  # the need-th largest within the band
-    thr = band.dtype.type(np.partition(band, band.size - need)[band.size - need])
+    thr = np.partition(band, band.size - need)[band.size - need]  # a scalar of a's dtype
     return float(thr), above + int(np.count_nonzero(band >= thr))
 
 
