@@ -86,42 +86,131 @@ def assert_load_fails(path: Path, model: nn.Module, match: str) -> None:
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.state_dict().values()))
 
 
+def tensors_file(path: Path) -> Path:
+    return path / json.loads((path / "supermask.json").read_text())["tensors_file"]
+
+
 def test_corrupt_and_truncated(saved: Path) -> None:
-    blob = saved / "supermask.safetensors"
+    blob = tensors_file(saved)
     data = bytearray(blob.read_bytes())
     data[-3] ^= 0xFF
     blob.write_bytes(bytes(data))
-    assert_load_fails(saved, fresh(), "corrupt or truncated")
+    assert_load_fails(saved, fresh(), "is corrupt: its sha256")
     blob.write_bytes(bytes(data[: len(data) // 2]))
-    assert_load_fails(saved, fresh(), "corrupt or truncated")
+    assert_load_fails(saved, fresh(), "bytes, the checkpoint recorded")
     blob.unlink()
     assert_load_fails(saved, fresh(), "missing")
+
+
+def test_a_far_larger_tensors_file_is_refused_before_reading(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = tensors_file(saved)
+    with open(blob, "r+b") as f:
+        f.truncate(50 << 30)  # sparse: 50 GiB recorded as a few KB
+    real = Path.read_bytes
+
+    def guarded(self: Path) -> bytes:
+        assert self.suffix != ".safetensors", f"read {self}"
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", guarded)
+    assert_load_fails(saved, fresh(), "bytes, the checkpoint recorded")
 
 
 def test_bad_json_and_missing(saved: Path, tmp_path: Path) -> None:
     assert_load_fails(tmp_path / "nothing", fresh(), "supermask.json is missing")
     (saved / "supermask.json").write_text("{not json")
     assert_load_fails(saved, fresh(), "not valid JSON")
+    (saved / "supermask.json").write_text("[1, 2]")
+    assert_load_fails(saved, fresh(), "not a supermask checkpoint")
+    (saved / "supermask.json").write_bytes(b"\xff\xfe{")
+    assert_load_fails(saved, fresh(), "not valid JSON")
 
 
-def edit_meta(path: Path, **changes: object) -> None:
+def edit_meta(path: Path, rehash: bool = False, **changes: object) -> None:
+    """Edit supermask.json; ``rehash``: also recompute its content hash, as a deliberate forger would."""
+    from supermask.core.checkpoint import content_hash
+
     meta = json.loads((path / "supermask.json").read_text())
     for key, value in changes.items():
-        if key.startswith("config."):
-            meta["config"][key[7:]] = value
+        target = meta
+        *parents, last = key.split(".", 1) if key.startswith("config.") else [key]
+        for part in parents:
+            target = target[part]
+        if value is DELETE:
+            del target[last]
         else:
-            meta[key] = value
+            target[last] = value
+    if rehash:
+        meta["content_sha256"] = content_hash(meta)
     (path / "supermask.json").write_text(json.dumps(meta))
 
 
-def test_newer_format(saved: Path) -> None:
-    edit_meta(saved, format_version=99)
-    assert_load_fails(saved, fresh(), "newer than this supermask")
+DELETE = object()
+
+
+@pytest.mark.parametrize("version", [0, 1, 99, "2", True, None])
+def test_other_format_versions(saved: Path, version: object) -> None:
+    edit_meta(saved, rehash=True, format_version=version)
+    assert_load_fails(saved, fresh(), "format version")
+
+
+def test_missing_keys_are_named(saved: Path) -> None:
+    original = (saved / "supermask.json").read_bytes()
+    for key in ("layers", "config", "tensors_bytes", "metadata", "has_scores"):
+        (saved / "supermask.json").write_bytes(original)
+        edit_meta(saved, rehash=True, **{key: DELETE})
+        assert_load_fails(saved, fresh(), f"has no '{key}'")
 
 
 def test_wrong_seed(saved: Path) -> None:
     edit_meta(saved, **{"config.seed": 2})
+    assert_load_fails(saved, fresh(), "was edited")
+    edit_meta(saved, rehash=True, **{"config.seed": 2})
     assert_load_fails(saved, fresh(), "do not match the checksum")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"config.k": 0.3},
+        {"config.k": 0.7},
+        {"config.method": "bernoulli"},
+        {"config.method": "dense"},
+        {"config.weight_init": "kaiming_normal"},
+        {"config.scale_fan": True},
+        {"config.nonlinearity": "tanh"},
+        {"config.fan_mode": "fan_out"},
+        {"config.batchnorm": "learned"},
+        {"config.bias": "learned"},
+        {"left_dense": ["0"]},
+        {"has_scores": True},
+    ],
+    ids=lambda e: "-".join(f"{k}={v}" for k, v in e.items()),
+)
+def test_every_network_edit_is_refused(saved: Path, edit: dict[str, object]) -> None:
+    x = torch.randn(2, 3, 8, 8)
+    reference = supermask.load(saved, fresh()).eval()
+    edit_meta(saved, **edit)
+    assert_load_fails(saved, fresh(), "was edited")
+    edit_meta(saved, rehash=True, **edit)  # even re-hashed: a different network never loads
+    try:
+        model = supermask.load(saved, fresh()).eval()
+    except supermask.CheckpointError:
+        return
+    with torch.no_grad():  # it loaded: then it must be the very same network
+        assert torch.equal(model(x), reference(x)), edit
+
+
+def test_edited_layer_shape_and_kept_count(saved: Path) -> None:
+    meta = json.loads((saved / "supermask.json").read_text())
+    layers = meta["layers"]
+    layers["0"]["kept"] += 1
+    edit_meta(saved, rehash=True, layers=layers)
+    assert_load_fails(saved, fresh(), "kept count")
+    layers["0"]["kept"] -= 1
+    layers["0"]["shape"] = [4, 3, 3, 2]
+    edit_meta(saved, rehash=True, layers=layers)
+    assert_load_fails(saved, fresh(), "wrong architecture")
 
 
 def test_wrong_architecture(saved: Path) -> None:
@@ -149,4 +238,74 @@ def test_loading_never_unpickles(saved: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     supermask.load(saved, fresh())
-    assert {p.name for p in saved.iterdir()} == {"supermask.json", "supermask.safetensors"}
+    assert {p.name for p in saved.iterdir()} == {"supermask.json", tensors_file(saved).name}
+
+
+def test_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        model = supermask.to_supermask(fresh(), SupermaskConfig(seed=1))
+        supermask.save(model, tmp_path / "ck")
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "ck").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def _outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return supermask.load(path, fresh()).eval()(x)
+
+
+def test_overwriting_is_atomic_when_killed_at_any_write(tmp_path: Path) -> None:
+    """A child process saves over a checkpoint and dies (os._exit: no cleanup) at its n-th file system
+    operation, for every n: the directory always loads as the old or the new checkpoint."""
+    import os
+
+    import supermask.core.checkpoint as ck
+    import supermask.fileio as fileio
+
+    x = torch.randn(2, 3, 8, 8)
+    old_model = supermask.to_supermask(fresh(), SupermaskConfig(seed=1))
+    new_model = supermask.to_supermask(fresh(), SupermaskConfig(seed=2, k=0.3))
+    path = tmp_path / "ck"
+    outputs = {}
+    for label, model in (("old", old_model), ("new", new_model)):
+        supermask.save(model, tmp_path / label)
+        outputs[label] = _outputs(tmp_path / label, x)
+    n = 0
+    while True:
+        n += 1
+        supermask.save(old_model, path)
+        pid = os.fork()
+        if pid == 0:  # the child: count file system operations, die at the n-th
+            count = [0]
+
+            def dying(real):  # type: ignore[no-untyped-def]
+                def op(*args, **kwargs):  # type: ignore[no-untyped-def]
+                    count[0] += 1
+                    if count[0] == n:
+                        os._exit(9)
+                    return real(*args, **kwargs)
+
+                return op
+
+            fileio.os.replace = dying(os.replace)  # type: ignore[attr-defined]
+            fileio.os.fsync = dying(os.fsync)  # type: ignore[attr-defined]
+            fileio._open_new = dying(fileio._open_new)
+            Path.unlink = dying(Path.unlink)  # type: ignore[method-assign]
+            try:
+                ck.save(new_model, path)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        got = _outputs(path, x)
+        assert torch.equal(got, outputs["old"]) or torch.equal(got, outputs["new"]), n
+        if os.waitstatus_to_exitcode(status) == 0:  # the save ran to its end: every write point was tried
+            assert torch.equal(got, outputs["new"])
+            break
+    assert n > 5
+    supermask.save(new_model, path)  # the next save cleans what a killed one left
+    assert {p.name for p in path.iterdir()} == {"supermask.json", tensors_file(path).name}

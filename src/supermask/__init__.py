@@ -2,11 +2,10 @@
 
 __version__ = "0.1.0"
 
-from supermask.core.checkpoint import CheckpointError, load, read_checkpoint, save  # noqa: E402
-from supermask.core.config import SupermaskConfig, SupermaskConfigError  # noqa: E402
+from supermask.core.checkpoint import load, read_checkpoint, save  # noqa: E402
+from supermask.core.config import SupermaskConfig  # noqa: E402
 from supermask.core.convert import (  # noqa: E402
     ConversionReport,
-    SupermaskError,
     get_config,
     merge,
     set_k,
@@ -16,9 +15,24 @@ from supermask.core.convert import (  # noqa: E402
 )
 from supermask.core.layers import SupermaskConv, SupermaskLayer, SupermaskLinear  # noqa: E402
 from supermask.core.masks import kept_count  # noqa: E402
+from supermask.errors import (  # noqa: E402
+    CheckpointError,
+    DataError,
+    NonFiniteScoresError,
+    RunBusyError,
+    StorageError,
+    SupermaskConfigError,
+    SupermaskError,
+    TrainingError,
+)
 
 __all__ = [
     "CheckpointError",
+    "DataError",
+    "NonFiniteScoresError",
+    "RunBusyError",
+    "StorageError",
+    "TrainingError",
     "ConversionReport",
     "SupermaskConfig",
     "SupermaskConfigError",

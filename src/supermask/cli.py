@@ -5,21 +5,25 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from supermask import __version__
-from supermask.core.config import SupermaskConfigError
-from supermask.core.convert import SupermaskError
-from supermask.data import DataError
+from supermask.errors import RunBusyError, StorageError, SupermaskConfigError, SupermaskError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from supermask.runconfig import load_run_config
+    from supermask.runconfig import load_run_config, to_yaml
     from supermask.train import train
 
     config, overrides = _split_config(args.items)
     cfg = load_run_config(config, overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
     result = train(cfg)
     if result.get("run_dir") and int(__import__("os").environ.get("RANK", "0")) == 0:
         print(f"test accuracy: {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs)")
@@ -68,24 +72,42 @@ def _cmd_export(args: argparse.Namespace) -> int:
     src = Path(args.run_dir)
     if not (src / EXPORT / CONFIG_FILE).is_file() and not (src / CONFIG_FILE).is_file():
         raise SupermaskError(f"{src} has no compact checkpoint yet: export works on a finished run directory")
-    load_run(src)  # verifies the checkpoint fully (hash, checksums, architecture)
+    _, _, folder = load_run(src)  # verifies the checkpoint fully (hash, checksums, masks, architecture)
     out = Path(args.out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise SupermaskError(f"{out} exists and is not empty; choose a new directory")
-    folder = src / EXPORT if (src / EXPORT).is_dir() else src
-    shutil.copytree(folder, out, dirs_exist_ok=True)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SupermaskError(f"{out} exists and is not an empty folder; choose a new directory")
+    try:
+        shutil.copytree(folder, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+    except OSError as exc:
+        raise StorageError(f"cannot write {out}: {exc}") from exc
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"exported {out} ({size} bytes)")
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    import yaml
+EXIT_BUSY = 75  # a run directory is in use by another process (sysexits' EX_TEMPFAIL)
 
-    from supermask.runconfig import load_run_config, parse_override
-    from supermask.train import CONFIG, RESULT, train
 
-    config, items = _split_config(args.items)
+@dataclass
+class _SweepRun:
+    name: str
+    overrides: list[str]
+    cfg: Any
+
+
+def _parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return 1, 1
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise SupermaskConfigError(f"--shard {text!r} must be I/N with 1 <= I <= N (e.g. --shard 2/8)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _sweep_runs(config: str | None, items: list[str], out_dir: Path | None) -> tuple[list[_SweepRun], Path]:
+    """Every grid point's checked config, grid points of the same experiment (and seed) merged into one."""
+    from supermask.runconfig import experiment_key, load_run_config, parse_override
+
     axes: list[tuple[str, list[str]]] = []
     fixed: list[str] = []
     for item in items:
@@ -96,33 +118,134 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         else:
             fixed.append(item)
     base = load_run_config(config, fixed)
-    out_dir = Path(args.out) if args.out else Path(base.train.out_dir)
-    combos = list(itertools.product(*[[f"{k}={v}" for v in values] for k, values in axes]))
-    # Check every run's config before running any.
-    runs = []
-    for combo in combos:
+    out = out_dir or Path(base.train.out_dir)
+    runs: list[_SweepRun] = []
+    first_of: dict[str, str] = {}
+    for combo in itertools.product(*[[f"{k}={v}" for v in values] for k, values in axes]):
         cfg = load_run_config(config, [*fixed, *combo])
         short = "_".join(c.split(".", 1)[1] for c in combo)
-        name = f"{cfg.model.name}-{cfg.supermask.get('method', 'edge-popup')}" + (f"_{short}" if short else "")
-        cfg = load_run_config(config, [*fixed, *combo, f"train.out_dir={out_dir}", f"train.run_name={name}"])
-        runs.append(cfg)
-    done = 0
-    for i, cfg in enumerate(runs, 1):
-        if (cfg.run_dir() / RESULT).is_file():
-            saved = yaml.safe_load((cfg.run_dir() / CONFIG).read_text())
-            if saved != cfg.to_dict():
-                raise SupermaskError(
-                    f"{cfg.run_dir()} holds a finished run with a different config; use another --out or delete it"
-                )
-            print(f"[{i}/{len(runs)}] {cfg.run_name()}: finished, skipped")
-            done += 1
+        name = f"{cfg.model.name}-{cfg.supermask_config().method}" + (f"_{short}" if short else "")
+        overrides = [*fixed, *combo, f"train.out_dir={out}", f"train.run_name={name}"]
+        cfg = load_run_config(config, overrides)
+        identity = json.dumps([experiment_key(cfg.to_dict()), cfg.train.seed], sort_keys=True, default=str)
+        if identity in first_of:
+            print(f"{name}: the same experiment as {first_of[identity]}; run once")
             continue
-        print(f"[{i}/{len(runs)}] {cfg.run_name()}")
-        result = train(cfg)
-        print(f"[{i}/{len(runs)}] {cfg.run_name()}: test accuracy {result['accuracy']:.4f}")
-    (out_dir / "sweep.yaml").write_text(yaml.safe_dump({"config": config, "items": items}))
-    print(f"sweep of {len(runs)} runs in {out_dir} ({done} were already finished)")
+        first_of[identity] = name
+        runs.append(_SweepRun(name, overrides, cfg))
+    return runs, out
+
+
+def _finished(run: _SweepRun) -> bool:
+    """Whether the run's directory holds its finished result; a different experiment there is an error."""
+    from supermask.runconfig import experiment_key
+    from supermask.train import RESULT
+
+    path = run.cfg.run_dir() / RESULT
+    if not path.is_file():
+        return False
+    try:
+        saved = json.loads(path.read_text()).get("config")
+    except (OSError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict) or experiment_key(saved) != experiment_key(run.cfg.to_dict()):
+        raise SupermaskError(
+            f"{run.cfg.run_dir()} holds a finished run of a different (or unrecorded) config; "
+            "use another --out or move that directory away"
+        )
+    return True
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from supermask.fileio import atomic_write
+
+    if args.jobs < 1:
+        raise SupermaskConfigError(f"--jobs {args.jobs} must be at least 1")
+    shard, shards = _parse_shard(args.shard)
+    config, items = _split_config(args.items)
+    runs, out_dir = _sweep_runs(config, items, Path(args.out) if args.out else None)
+    mine = runs[shard - 1 :: shards]
+    todo = []
+    for i, run in enumerate(mine, 1):  # every finished run is checked before any starts
+        if _finished(run):
+            print(f"[{i}/{len(mine)}] {run.name}: finished, skipped")
+        else:
+            todo.append(run)
+    done_before = len(mine) - len(todo)
+    if shards > 1:
+        print(f"shard {shard}/{shards}: {len(mine)} of the sweep's {len(runs)} runs")
+    if args.jobs == 1:
+        outcome = [_run_in_process(r, i, len(todo)) for i, r in enumerate(todo, 1)]
+    else:
+        outcome = _run_pool(todo, args.jobs, config)
+    busy = [r.name for r, status in zip(todo, outcome) if status == "busy"]
+    failed = [r.name for r, status in zip(todo, outcome) if status == "failed"]
+    atomic_write(out_dir / "sweep.yaml", _yaml_dump({"config": config, "items": items}))
+    print(
+        f"sweep of {len(mine)} runs in {out_dir}: {outcome.count('done')} trained now, {done_before} were already "
+        f"finished, {len(busy)} in use by other processes, {len(failed)} failed"
+    )
+    if failed:
+        raise SupermaskError(
+            f"{len(failed)} run(s) failed: {', '.join(failed)} (their errors are above or in train.log)"
+        )
     return 0
+
+
+def _yaml_dump(data: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(data))
+
+
+def _run_in_process(run: _SweepRun, i: int, n: int) -> str:
+    from supermask.train import train
+
+    print(f"[{i}/{n}] {run.name}")
+    try:
+        result = train(run.cfg)
+    except RunBusyError:
+        print(f"[{i}/{n}] {run.name}: in use by another process, left to it")
+        return "busy"
+    except SupermaskError as exc:
+        print(f"[{i}/{n}] {run.name}: failed: {one_line(str(exc))}", file=sys.stderr)
+        return "failed"
+    print(f"[{i}/{n}] {run.name}: test accuracy {result['accuracy']:.4f}")
+    return "done"
+
+
+def _run_pool(runs: list[_SweepRun], jobs: int, config: str | None) -> list[str]:
+    """Run ``jobs`` runs at a time, each in its own ``supermask train`` process with an equal share of
+    the CPU threads; output goes to ``<run dir>/train.log``."""
+    import os
+    import subprocess
+    import time
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    status = ["pending"] * len(runs)
+    active: dict[int, Any] = {}
+    queue = list(range(len(runs)))
+    while queue or active:
+        while queue and len(active) < jobs:
+            i = queue.pop(0)
+            run = runs[i]
+            extra = [] if run.cfg.train.threads is not None else [f"train.threads={threads}"]
+            cmd = [sys.executable, "-m", "supermask", "train", *([config] if config else []), *run.overrides, *extra]
+            run_dir = run.cfg.run_dir()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir / "train.log", "ab")  # noqa: SIM115 - closed when the process ends
+            active[i] = (subprocess.Popen(cmd + ["train.progress=lines"], stdout=log, stderr=subprocess.STDOUT), log)
+            print(f"[{i + 1}/{len(runs)}] {run.name}: started")
+        time.sleep(0.2)
+        for i, (proc, log) in list(active.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            log.close()
+            del active[i]
+            status[i] = "done" if code == 0 else "busy" if code == EXIT_BUSY else "failed"
+            print(f"[{i + 1}/{len(runs)}] {runs[i].name}: {status[i]}" + (f" (exit {code})" if code else ""))
+    return status
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -140,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one run (no arguments: edge-popup MLP on digits)")
     p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] key=value", help="e.g. supermask.k=0.3 train.epochs=5")
+    p.add_argument("--print-config", action="store_true", help="print the full resolved config and exit")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("eval", help="evaluate a run directory or an exported checkpoint")
     p.add_argument("path")
@@ -151,9 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("out_dir")
     p.set_defaults(func=_cmd_export)
-    p = sub.add_parser("sweep", help="a grid of runs: key=a,b,c varies a key (resumable)")
+    p = sub.add_parser("sweep", help="a grid of runs: key=a,b,c varies a key (resumable, parallel, shardable)")
     p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] key=a,b,c")
     p.add_argument("--out", default=None, help="folder of the run directories (default: train.out_dir)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once on this machine (each its own process)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run only the I-th of N disjoint slices of the grid")
     p.set_defaults(func=_cmd_sweep)
     p = sub.add_parser("report", help="results table (Markdown, CSV) and accuracy-vs-k plot of a runs folder")
     p.add_argument("runs_dir")
@@ -166,16 +292,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SupermaskConfigError, SupermaskError, DataError) as exc:
-        print(f"supermask: error: {exc}", file=sys.stderr)
+    except RunBusyError as exc:  # its own exit code, so that a sweep can leave the run to the other process
+        print(f"supermask: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_BUSY
+    except SupermaskError as exc:  # a user's mistake: one line; anything else is a bug and keeps its traceback
+        print(f"supermask: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        from supermask.train import TrainingError
 
-        if isinstance(exc, TrainingError):
-            print(f"supermask: error: {exc}", file=sys.stderr)
-            return 3
-        raise
+
+def one_line(message: str) -> str:
+    """The message on one line (a multi-line message would read as a traceback)."""
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
-class DataError(RuntimeError):
-    """A data set cannot be read or downloaded; the message says what to do."""
+from supermask.errors import DataError
 
 
 @dataclass(frozen=True)

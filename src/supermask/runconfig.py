@@ -1,16 +1,26 @@
-"""The configuration of a training run: YAML files and ``key=value`` overrides, fully checked."""
+"""The configuration of a training run: YAML files and ``key=value`` overrides, fully checked.
+
+Every value is checked before any work starts, and a wrong one is a one-line
+:class:`~supermask.errors.SupermaskConfigError` naming the key and what is allowed. Values are read
+as YAML 1.2 scalars: ``true``/``false`` are the only booleans (``n``, ``no`` or ``off`` are not),
+``1e-3`` and ``1.0e38`` are numbers, ``010`` is ten.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from supermask.core.config import SupermaskConfig, SupermaskConfigError
+from supermask.core.config import SupermaskConfig
+from supermask.errors import SupermaskConfigError
 
 
 @dataclass
@@ -55,7 +65,33 @@ class TrainSection:
     compile: bool = False
     progress: str = "auto"  # auto (a bar on a terminal), bar, lines, none
     resume: bool = True  # continue from the run directory's checkpoint when there is one
+    overwrite: bool = False  # with resume=false: replace a run already in the run directory
+    allow_world_size_change: bool = False  # resume a run with another number of processes, on purpose
+    deterministic: bool = False  # deterministic algorithms and a fixed thread count: bit-identical reruns
+    threads: int | None = None  # CPU threads (torch.set_num_threads); None: PyTorch's default
     max_steps: int | None = None  # stop an epoch early (for smoke tests); None: whole epochs
+
+
+# Keys that say where and how a run is carried out, not what experiment it is: two runs that differ
+# only in these (and the seed) are the same experiment, and `report` groups them together.
+BOOKKEEPING_KEYS = frozenset(
+    {
+        "data.root",
+        "data.workers",
+        "data.eval_batch_size",
+        "train.out_dir",
+        "train.run_name",
+        "train.device",
+        "train.channels_last",
+        "train.compile",
+        "train.progress",
+        "train.resume",
+        "train.overwrite",
+        "train.allow_world_size_change",
+        "train.deterministic",
+        "train.threads",
+    }
+)
 
 
 @dataclass
@@ -67,11 +103,15 @@ class RunConfig:
     supermask: dict[str, Any] = field(default_factory=lambda: {"k": 0.5, "method": "edge-popup"})
 
     def supermask_config(self) -> SupermaskConfig:
-        return SupermaskConfig.from_dict({"seed": self.train.seed, **self.supermask})
+        return SupermaskConfig.from_dict({**self.supermask, "seed": self.train.seed})
 
     def to_dict(self) -> dict[str, Any]:
+        """The full resolved config: every section's every key, every ``SupermaskConfig`` field."""
         out = dataclasses.asdict(self)
         out["optim"]["betas"] = list(self.optim.betas)
+        resolved = self.supermask_config().to_dict()
+        resolved.pop("seed")  # it is train.seed
+        out["supermask"] = resolved
         return out
 
     def run_name(self) -> str:
@@ -85,78 +125,172 @@ class RunConfig:
         return Path(self.train.out_dir) / self.run_name()
 
 
+def experiment_key(config: dict[str, Any]) -> dict[str, Any]:
+    """What defines the experiment of a resolved config (:meth:`RunConfig.to_dict`): every key but the
+    seed and :data:`BOOKKEEPING_KEYS`, with the supermask options the method ignores set to a fixed
+    value, so that two runs of the same experiment compare equal."""
+    out: dict[str, Any] = {}
+    for section, values in config.items():
+        if section == "supermask":
+            continue
+        out[section] = {k: v for k, v in values.items() if f"{section}.{k}" not in BOOKKEEPING_KEYS and k != "seed"}
+    sm = dict(config.get("supermask", {}))
+    sm.pop("seed", None)
+    try:
+        out["supermask"] = SupermaskConfig.from_dict(sm).experiment_dict()
+    except SupermaskConfigError:
+        out["supermask"] = sm
+    return out
+
+
 _SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "train": TrainSection}
-_SUPERMASK_KEYS = {f.name for f in dataclasses.fields(SupermaskConfig)} - {"seed"}
+_SUPERMASK_FIELDS = {f.name: f for f in dataclasses.fields(SupermaskConfig) if f.name != "seed"}
 
 
 def valid_keys() -> list[str]:
     keys = [f"{s}.{f.name}" for s, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
-    return keys + [f"supermask.{k}" for k in sorted(_SUPERMASK_KEYS)]
+    return keys + [f"supermask.{k}" for k in sorted(_SUPERMASK_FIELDS)]
 
 
-def _coerce(key: str, value: Any, current: Any, annotation: Any) -> Any:
-    text = str(annotation)
+def _unknown(what: str, name: str, valid: list[str]) -> SupermaskConfigError:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return SupermaskConfigError(f"unknown {what} {name!r}; {hint}valid: {', '.join(valid)}")
+
+
+# --- YAML 1.2 scalars --------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with the YAML 1.2 core schema's booleans, integers and floats (PyYAML
+    follows YAML 1.1, where ``n`` or ``off`` are booleans and ``1e-3`` is a string)."""
+
+
+_OLD_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _OLD_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: Any) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text, 0)
+    return int(text, 10)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: Any) -> float:
+    text = str(loader.construct_scalar(node)).lower()
+    if text.endswith(".inf"):
+        return -math.inf if text.startswith("-") else math.inf
+    if text == ".nan":
+        return math.nan
+    return float(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML 1.2 scalars (see module doc); a syntax error is a one-line config error naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SupermaskConfigError(f"{where} is not valid YAML{at}: {problem}") from exc
+
+
+# --- typed values ------------------------------------------------------------------------------
+
+
+def _coerce(key: str, value: Any, annotation: str, raw: str | None = None) -> Any:
+    """``value`` checked against a field's annotation (a string: the modules use postponed annotations)."""
+    optional = annotation.endswith("| None") or annotation == "Any"
+    base = annotation.replace(" | None", "").strip()
     if value is None:
-        if "None" in text:
+        if optional:
             return None
         raise SupermaskConfigError(f"{key} cannot be null")
-    if "bool" in text and not isinstance(value, bool):
-        raise SupermaskConfigError(f"{key}={value!r} must be true or false")
-    if text.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise SupermaskConfigError(f"{key}={value!r} must be an integer")
-    if "float" in text and "tuple" not in text:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SupermaskConfigError(f"{key}={value!r} must be a number")
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be true or false")
+        return value
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be an integer")
+        return value
+    if base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a finite number")
         return float(value)
-    if "tuple" in text:
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise SupermaskConfigError(f"{key}={value!r} must be a list of two numbers")
+    if base.startswith("tuple"):
+        ok = isinstance(value, (list, tuple)) and len(value) == 2
+        if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a list of two numbers, e.g. [0.9, 0.999]")
         return tuple(float(v) for v in value)
-    if text.startswith("str") and not isinstance(value, str):
+    if base == "str":
+        if raw is not None:  # from the command line: the text as typed (run_name=0.10 stays "0.10")
+            return raw.strip()
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a string")
         return str(value)
-    return value
+    if base.startswith("dict"):
+        if not isinstance(value, dict):
+            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a mapping")
+        return value
+    return value  # Any: checked by its owner (SupermaskConfig.validate)
+
+
+def _show(value: Any, raw: str | None) -> str:
+    return raw.strip() if raw is not None else repr(value)
 
 
 def apply(cfg: RunConfig, data: dict[str, Any]) -> RunConfig:
     """Apply a nested dict (from YAML) to ``cfg``; unknown keys and bad types are errors."""
     for section, values in data.items():
-        if section == "supermask":
-            if not isinstance(values, dict):
-                raise SupermaskConfigError("supermask: must be a mapping of supermask options")
-            for key, value in values.items():
-                set_key(cfg, f"supermask.{key}", value)
-            continue
-        if section not in _SECTIONS:
-            raise SupermaskConfigError(f"unknown section {section!r}; valid: {', '.join([*_SECTIONS, 'supermask'])}")
+        if section not in (*_SECTIONS, "supermask"):
+            raise _unknown("section", str(section), [*_SECTIONS, "supermask"])
         if not isinstance(values, dict):
-            raise SupermaskConfigError(f"{section}: must be a mapping")
+            raise SupermaskConfigError(f"{section}: must be a mapping of keys to values")
         for key, value in values.items():
             set_key(cfg, f"{section}.{key}", value)
     return cfg
 
 
-def set_key(cfg: RunConfig, dotted: str, value: Any) -> None:
-    """Set one ``section.key`` to ``value`` (already parsed), checking name and type."""
+def set_key(cfg: RunConfig, dotted: str, value: Any, raw: str | None = None) -> None:
+    """Set one ``section.key`` to ``value`` (already parsed; ``raw``: the text typed), checking name and type."""
     section, _, key = dotted.partition(".")
     if section == "supermask":
-        if key not in _SUPERMASK_KEYS:
-            raise SupermaskConfigError(f"unknown key {dotted!r}; valid keys: {', '.join(valid_keys())}")
-        cfg.supermask[key] = value
+        f = _SUPERMASK_FIELDS.get(key)
+        if f is None:
+            raise _unknown("key", dotted, valid_keys())
+        cfg.supermask[key] = _coerce(dotted, value, str(f.type), raw)
         return
     cls = _SECTIONS.get(section)
     fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
     if key not in fields:
-        raise SupermaskConfigError(f"unknown key {dotted!r}; valid keys: {', '.join(valid_keys())}")
-    obj = getattr(cfg, section)
-    setattr(obj, key, _coerce(dotted, value, getattr(obj, key), fields[key].type))
+        raise _unknown("key", dotted, valid_keys())
+    setattr(getattr(cfg, section), key, _coerce(dotted, value, str(fields[key].type), raw))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value parsed as YAML (``0.5`` is a number, ``true`` a bool)."""
+    """``key=value`` with the value parsed as YAML 1.2 (``0.5`` and ``1e-3`` are numbers, ``true`` a bool)."""
     if "=" not in text:
         raise SupermaskConfigError(f"{text!r} is not key=value (e.g. supermask.k=0.3)")
     key, _, raw = text.partition("=")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    return key.strip(), parse_yaml(raw, f"the value of {key.strip()}") if raw.strip() else None
 
 
 def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -> RunConfig:
@@ -166,19 +300,35 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
         p = Path(path)
         if not p.is_file():
             raise SupermaskConfigError(f"config file {p} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SupermaskConfigError(f"cannot read config file {p}: {exc}") from exc
+        data = parse_yaml(text, f"config file {p}") or {}
         if not isinstance(data, dict):
-            raise SupermaskConfigError(f"{p} must hold a mapping of sections")
+            raise SupermaskConfigError(f"{p} must hold a mapping of sections (model, data, optim, train, supermask)")
         apply(cfg, data)
     for item in overrides:
         key, value = parse_override(item)
-        set_key(cfg, key, value)
+        set_key(cfg, key, value, raw=item.partition("=")[2])
     check(cfg)
     return cfg
 
 
-def check(cfg: RunConfig) -> None:
-    """Validate choices that depend on the registry (model, data set, optimiser, schedule)."""
+def _in_range(key: str, value: float, low: float, high: float | None, low_open: bool, high_open: bool) -> None:
+    ok = (value > low if low_open else value >= low) and (
+        high is None or (value < high if high_open else value <= high)
+    )
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        interval = f"{left}{low:g}, {high:g}{right}" if high is not None else f"{'>' if low_open else '>='} {low:g}"
+        raise SupermaskConfigError(f"{key}={value!r} is out of range: it must be in {interval}")
+
+
+def check(cfg: RunConfig, device: bool = True) -> None:
+    """Validate the values and the choices that depend on the registry (model, data set, ...), and with
+    ``device`` that this machine has ``train.device``."""
     from supermask.data import DATASET_NAMES
     from supermask.models import MODEL_NAMES
 
@@ -191,22 +341,65 @@ def check(cfg: RunConfig) -> None:
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise SupermaskConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(allowed)}")
-    positive: dict[str, float] = {
-        "optim.lr": cfg.optim.lr,
-        "data.batch_size": cfg.data.batch_size,
-        "model.width": cfg.model.width,
-    }
-    for key, number in positive.items():
-        if not number > 0:
-            raise SupermaskConfigError(f"{key}={number!r} must be positive")
-    if cfg.train.epochs < 1:
-        raise SupermaskConfigError(f"train.epochs={cfg.train.epochs} must be at least 1")
+            close = difflib.get_close_matches(str(value), list(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SupermaskConfigError(f"{key}={value!r} is not valid{hint}; choose one of: {', '.join(allowed)}")
+    o, d, t = cfg.optim, cfg.data, cfg.train
+    # (key, value, low, high, low is open, high is open)
+    ranges: list[tuple[str, float | None, float, float | None, bool, bool]] = [
+        ("optim.lr", o.lr, 0.0, None, True, False),
+        ("optim.momentum", o.momentum, 0.0, 1.0, False, True),
+        ("optim.weight_decay", o.weight_decay, 0.0, None, False, False),
+        ("optim.betas[0]", o.betas[0], 0.0, 1.0, False, True),
+        ("optim.betas[1]", o.betas[1], 0.0, 1.0, False, True),
+        ("optim.warmup_epochs", o.warmup_epochs, 0.0, None, False, False),
+        ("optim.label_smoothing", o.label_smoothing, 0.0, 1.0, False, True),
+        ("model.width", cfg.model.width, 0.0, None, True, False),
+        ("data.batch_size", d.batch_size, 1, None, False, False),
+        ("data.eval_batch_size", d.eval_batch_size, 1, None, False, False),
+        ("data.workers", d.workers, 0, None, False, False),
+        ("data.image_size", d.image_size, 1, None, False, False),
+        ("train.epochs", t.epochs, 1, None, False, False),
+        ("train.seed", t.seed, 0, None, False, False),
+        ("train.max_steps", t.max_steps, 1, None, False, False),
+        ("train.threads", t.threads, 1, None, False, False),
+    ]
+    for key, number, low, high, low_open, high_open in ranges:
+        if number is not None:
+            _in_range(key, number, low, high, low_open, high_open)
+    if device:
+        check_device(t.device)
     cfg.supermask_config()  # validates every supermask option
 
 
+def check_device(name: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and only a device this PyTorch build and machine have."""
+    import torch
+
+    if name in ("auto", "cpu"):
+        return
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise SupermaskConfigError(f"train.device={name!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise SupermaskConfigError(f"train.device={name!r} but {why}; use train.device=cpu or auto")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise SupermaskConfigError(
+            f"train.device={name!r} but this machine has {torch.cuda.device_count()} GPU(s): cuda:0 .. "
+            f"cuda:{torch.cuda.device_count() - 1}"
+        )
+
+
 def from_dict(data: dict[str, Any]) -> RunConfig:
-    """A RunConfig from :meth:`RunConfig.to_dict` output."""
-    cfg = apply(RunConfig(), {k: v for k, v in data.items()})
-    check(cfg)
+    """A RunConfig from :meth:`RunConfig.to_dict` output (a saved run's; its device is not required here)."""
+    if not isinstance(data, dict):
+        raise SupermaskConfigError(f"a run config must be a mapping of sections, got {type(data).__name__}")
+    cfg = apply(RunConfig(), data)
+    check(cfg, device=False)
     return cfg
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    """The full resolved config as YAML (what ``config.yaml`` holds and ``--print-config`` prints)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

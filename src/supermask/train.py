@@ -12,8 +12,11 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +29,16 @@ from torch import nn
 from supermask import models
 from supermask.core import checkpoint
 from supermask.core.convert import sparsity_report, to_supermask
-from supermask.core.masks import NonFiniteScoresError
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
-from supermask.runconfig import RunConfig, from_dict
+from supermask.errors import NonFiniteScoresError, RunBusyError, StorageError, TrainingError
+from supermask.fileio import atomic_write, atomic_writer, make_dirs
+from supermask.runconfig import RunConfig, experiment_key, from_dict, to_yaml
 
 TRAIN_STATE = "train_state.pt"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 CONFIG = "config.yaml"
 EXPORT = "supermask"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss, a mismatched resume); the message says what to do."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -114,12 +114,6 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, autocast: bool
     return {"accuracy": correct / max(1, total), "loss": loss / max(1, total), "examples": total}
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _progress(cfg: RunConfig, loader: Any, epoch: int, rank: int) -> Any:
     mode = cfg.train.progress
     if rank != 0 or mode == "none" or mode == "lines" or (mode == "auto" and not sys.stderr.isatty()):
@@ -131,11 +125,193 @@ def _progress(cfg: RunConfig, loader: Any, epoch: int, rank: int) -> Any:
     return tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, file=sys.stderr)
 
 
+class RunLock:
+    """One writer per run directory: an exclusive ``flock`` on ``<run dir>/.lock``, held for the whole
+    run and released by the kernel when the process ends (a killed run leaves no stale lock)."""
+
+    FILE = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / self.FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        make_dirs(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise StorageError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunBusyError(
+                f"{self.path.parent} is in use by another supermask process (pid {holder}); wait for it to "
+                "finish, or choose another train.run_name or train.out_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+RUN_FILES = (TRAIN_STATE, METRICS, RESULT, CONFIG)
+
+
+def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``section.key: saved -> wanted`` for each experiment key that differs."""
+    out = []
+    a, b = experiment_key(saved), experiment_key(wanted)
+    for section in sorted(set(a) | set(b)):
+        x, y = a.get(section, {}), b.get(section, {})
+        for key in sorted(set(x) | set(y), key=str):
+            if x.get(key) != y.get(key):
+                out.append(f"{section}.{key}: {x.get(key)!r} -> {y.get(key)!r}")
+    return out
+
+
+def prepare_run_dir(cfg: RunConfig, run_dir: Path, world: int) -> dict[str, Any] | None:
+    """Check what ``run_dir`` already holds against ``cfg`` (under the run's lock); return the training
+    state to resume from, or None to start afresh. Never silently replaces or mixes runs."""
+    present = [f for f in RUN_FILES if (run_dir / f).is_file()]
+    if not present:
+        return None
+    if not cfg.train.resume:
+        if not cfg.train.overwrite:
+            what = "a finished run" if (run_dir / RESULT).is_file() else "a run"
+            raise TrainingError(
+                f"{run_dir} holds {what} and train.resume=false: set train.resume=true to continue it, "
+                "train.overwrite=true to replace it, or choose another train.run_name"
+            )
+        for f in RUN_FILES:
+            (run_dir / f).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / EXPORT, ignore_errors=True)
+        return None
+    state = None
+    if (run_dir / TRAIN_STATE).is_file():
+        try:
+            state = torch.load(run_dir / TRAIN_STATE, map_location="cpu", weights_only=True)
+            saved = state["config"]
+        except Exception as exc:  # a foreign or damaged file: never train over it silently
+            raise TrainingError(
+                f"{run_dir / TRAIN_STATE} cannot be read ({exc}); set train.overwrite=true with "
+                "train.resume=false to start this run again"
+            ) from exc
+    else:
+        try:
+            saved = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else None
+        except (OSError, yaml.YAMLError) as exc:
+            raise TrainingError(f"{run_dir / CONFIG} cannot be read: {exc}") from exc
+    if isinstance(saved, dict):
+        diff = _differences(saved, cfg.to_dict())
+    else:
+        diff = ["(no readable config)"]
+    if diff:
+        raise TrainingError(
+            f"{run_dir} holds a run with a different config ({'; '.join(diff[:5])}); use another "
+            "train.run_name or train.out_dir, or replace it with train.resume=false train.overwrite=true"
+        )
+    if state is not None:
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != world and not cfg.train.allow_world_size_change:
+            batch = cfg.data.batch_size
+            raise TrainingError(
+                f"{run_dir} was trained with {saved_world} process(es) (global batch {saved_world * batch}); "
+                f"resuming with {world} (global batch {world * batch}) would change the experiment. To continue "
+                "with this world size on purpose, add train.allow_world_size_change=true (each epoch's world size "
+                "is recorded in result.json)"
+            )
+        if cfg.train.deterministic and state.get("threads") not in (None, torch.get_num_threads()):
+            raise TrainingError(
+                f"{run_dir} ran deterministically with {state['threads']} threads, this process has "
+                f"{torch.get_num_threads()}: set train.threads={state['threads']} to resume bit-identically"
+            )
+    return state
+
+
+def _all_finite(model: nn.Module) -> bool:
+    """Whether every trainable parameter is finite (one pass; catches a NaN made by an epoch's last step)."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+
+
+def _environment(device: torch.device, world: int, autocast: bool) -> dict[str, Any]:
+    return {
+        "world_size": world,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "bf16": autocast,
+        "hardware": describe_hardware(device, world),
+    }
+
+
+def _ran_on(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each stretch of epochs that ran on one environment: [{"epochs": [first, last], ...}]."""
+    keys = ("world_size", "threads", "device", "bf16", "hardware")
+    out: list[dict[str, Any]] = []
+    for row in history:
+        env = {k: row.get(k) for k in keys}
+        if out and all(out[-1][k] == env[k] for k in keys):
+            out[-1]["epochs"][1] = row["epoch"]
+        else:
+            out.append({"epochs": [row["epoch"], row["epoch"]], **env})
+    return out
+
+
+@contextmanager
+def _execution(cfg: RunConfig) -> Iterator[None]:
+    """Threads and deterministic algorithms for the run; the process's settings are restored after it."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        if cfg.train.threads is not None:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _append_line(path: Path, row: dict[str, Any]) -> None:
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     """Train one run; returns the final metrics (also written to ``<run dir>/result.json``)."""
     # --- processes: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK ---------------------------------
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    master = rank == 0
+    run_dir = cfg.run_dir()
+    lock = RunLock(run_dir).acquire() if master else None  # first of all: one writer per run directory
+    try:
+        with _execution(cfg):
+            state = prepare_run_dir(cfg, run_dir, world)
+            return _train(cfg, log, state, world, rank)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, rank: int) -> dict[str, Any]:
     device = pick_device(cfg.train.device)
     if world > 1:
         if device.type == "cuda":
@@ -158,32 +334,26 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
         total_steps = cfg.train.epochs * steps_per_epoch
         autocast = cfg.train.bf16 and device.type == "cuda"
 
-        # --- resume ------------------------------------------------------------------------
+        # --- resume (prepare_run_dir checked the directory's run against this config) -------
         start_epoch, history = 0, []
-        state_path = run_dir / TRAIN_STATE
-        if cfg.train.resume and state_path.is_file():
-            state = torch.load(state_path, map_location=device, weights_only=True)
-            if state["config"] != cfg.to_dict():
-                raise TrainingError(
-                    f"{run_dir} holds a run with a different config; use another train.run_name "
-                    "or train.out_dir, or delete that directory"
-                )
+        if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"], state["metrics"]
             if master:
                 log(f"resuming {run_dir} from epoch {start_epoch}")
         if master:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            make_dirs(run_dir)
+            atomic_write(run_dir / CONFIG, to_yaml(cfg), fsync=False)
             # The metrics file holds exactly the checkpointed epochs (a kill may have left one more).
-            (run_dir / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
+            atomic_write(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in history), fsync=False)
         net: nn.Module = model
         if cfg.train.compile:
             net = torch.compile(net)  # type: ignore[assignment]
         if world > 1:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         writer = _tensorboard(run_dir) if master else None
+        environment = _environment(device, world, autocast)
 
         # --- epochs ------------------------------------------------------------------------
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -220,17 +390,26 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
             train_loss = float(loss_sum) / max(1, seen)
-            if not math.isfinite(train_loss):
+            test: dict[str, float] = {"loss": math.nan, "accuracy": math.nan}
+            if math.isfinite(train_loss) and _all_finite(model):  # the last step may have made a NaN
+                try:
+                    test = evaluate(model, test_loader, device, autocast)
+                except NonFiniteScoresError:
+                    pass
+            if not (math.isfinite(train_loss) and math.isfinite(test["loss"])):
                 kept = (
                     f"The last good checkpoint (after epoch {history[-1]['epoch']}) is kept in {run_dir}"
                     if history
                     else "No epoch had completed, so there is no checkpoint to keep"
                 )
-                raise TrainingError(
-                    f"the training loss became {train_loss} in epoch {epoch + 1}; stopped. {kept}. "
-                    "Lower optim.lr or add warm-up (optim.warmup_epochs)"
+                what = (
+                    f"the training loss became {train_loss}"
+                    if not math.isfinite(train_loss)
+                    else ("the parameters or the test loss became non-finite")
                 )
-            test = evaluate(model, test_loader, device, autocast)
+                raise TrainingError(
+                    f"{what} in epoch {epoch + 1}; stopped. {kept}. Lower optim.lr or add warm-up (optim.warmup_epochs)"
+                )
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
@@ -239,24 +418,26 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                 "test_loss": test["loss"],
                 "test_accuracy": test["accuracy"],
                 "seconds": time.perf_counter() - t0,
+                **environment,
             }
             history.append(row)
             if master:
-                with open(run_dir / METRICS, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                _append_line(run_dir / METRICS, row)
                 if writer is not None:
                     for key, value in row.items():
-                        writer.add_scalar(key, value, epoch + 1)
-                _atomic_torch_save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "epoch": epoch + 1,
-                        "metrics": history,
-                        "config": cfg.to_dict(),
-                    },
-                    state_path,
-                )
+                        if isinstance(value, (int, float)):
+                            writer.add_scalar(key, value, epoch + 1)
+                snapshot = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "metrics": history,
+                    "config": cfg.to_dict(),
+                    "world_size": world,
+                    "threads": torch.get_num_threads(),
+                }
+                with atomic_writer(run_dir / TRAIN_STATE) as f:
+                    torch.save(snapshot, f)
                 log(
                     f"epoch {epoch + 1}/{cfg.train.epochs}  loss {train_loss:.4f}  "
                     f"train acc {row['train_accuracy']:.4f}  test acc {test['accuracy']:.4f}  ({row['seconds']:.1f}s)"
@@ -265,6 +446,7 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
         # --- the result ----------------------------------------------------------------------
         final = history[-1] if history else {}
         report = sparsity_report(model)
+        sm = cfg.supermask_config()
         result = {
             "run_dir": str(run_dir),
             "dataset": describe(cfg.data.name),
@@ -273,20 +455,23 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
             "epochs": cfg.train.epochs,
             "model": cfg.model.name,
             "width": cfg.model.width,
-            "method": cfg.supermask.get("method", "edge-popup"),
-            "k": cfg.supermask.get("k", 0.5),
-            "weight_init": cfg.supermask_config().weight_init,
-            "scale_fan": cfg.supermask_config().scale_fan,
+            "method": sm.method,
+            "k": sm.k,
+            "weight_init": sm.weight_init,
+            "scale_fan": sm.scale_fan,
             "seed": cfg.train.seed,
             "kept_fraction": report["converted"]["fraction"],
             "world_size": world,
             "device": str(device),
             "hardware": describe_hardware(device, world),
+            "ran_on": _ran_on(history),
+            "deterministic": cfg.train.deterministic,
             "torch": torch.__version__,
+            "config": cfg.to_dict(),
         }
         if master:
             export(model, cfg, run_dir / EXPORT)
-            (run_dir / RESULT).write_text(json.dumps(result, indent=1))
+            atomic_write(run_dir / RESULT, json.dumps(result, indent=1))
         if writer is not None:
             writer.close()
         return result
@@ -311,10 +496,8 @@ def describe_hardware(device: torch.device, world: int = 1) -> str:
 
 
 def export(model: nn.Module, cfg: RunConfig, out: Path) -> Path:
-    """The compact checkpoint, plus ``run.json`` naming the model and data set it belongs to."""
-    checkpoint.save(model, out)
-    (out / "run.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    return out
+    """The compact checkpoint, with the run config (model, data set) in its metadata: one atomic save."""
+    return checkpoint.save(model, out, metadata={"run": cfg.to_dict()})
 
 
 def _tensorboard(run_dir: Path) -> Any:
@@ -326,20 +509,29 @@ def _tensorboard(run_dir: Path) -> Any:
 
 
 def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
-    """The trained model of a run directory or of an exported checkpoint directory (with run.json)."""
+    """The trained model of a run directory or of an exported checkpoint directory."""
     p = Path(path)
     if (p / EXPORT / checkpoint.CONFIG_FILE).is_file():
         p = p / EXPORT
-    run_json = p / "run.json"
     in_progress = not (p / checkpoint.CONFIG_FILE).is_file() and (p / TRAIN_STATE).is_file()
     if in_progress:  # an unfinished run: its last epoch's training checkpoint
-        cfg = from_dict(yaml.safe_load((p / CONFIG).read_text()))
-    elif (p / checkpoint.CONFIG_FILE).is_file() and run_json.is_file():
-        cfg = from_dict(json.loads(run_json.read_text()))
+        try:
+            cfg = from_dict(yaml.safe_load((p / CONFIG).read_text()))
+        except (OSError, yaml.YAMLError) as exc:
+            raise TrainingError(f"cannot read {p / CONFIG}: {exc}") from exc
+    elif (p / checkpoint.CONFIG_FILE).is_file():
+        meta, _ = checkpoint.read_checkpoint(p)
+        run = meta["metadata"].get("run")
+        if not isinstance(run, dict):
+            raise TrainingError(
+                f"{p} is a checkpoint without a run config (saved by supermask.save, not by a run): "
+                "load it in Python with supermask.load(path, model)"
+            )
+        cfg = from_dict(run)
     else:
         raise TrainingError(
             f"{path} is neither a run directory nor an exported checkpoint "
-            "(expected supermask.json and run.json, or train_state.pt and config.yaml)"
+            "(expected supermask.json, or train_state.pt and config.yaml)"
         )
     name = cfg.data.name
     info = DATASETS[name]

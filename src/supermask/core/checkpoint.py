@@ -3,15 +3,22 @@
 A checkpoint is a directory holding
 
 * ``supermask.json``: format and library version, the config (seed, init, method, k), the
-  converted layers with their shapes, kept counts and weight checksums, and the sha256 of
-* ``supermask.safetensors``: ``mask/<layer>`` (uint8, 1 bit per weight), ``state/<key>`` for every
-  tensor of the model's state that is not a regenerable random weight (BatchNorm statistics,
+  converted layers with their shapes, kept counts and weight checksums, optional user metadata,
+  the name, size and sha256 of the tensors file, and ``content_sha256``, a hash of all of it;
+* ``supermask-<hash>.safetensors``: ``mask/<layer>`` (uint8, 1 bit per weight), ``state/<key>`` for
+  every tensor of the model's state that is not a regenerable random weight (BatchNorm statistics,
   learned biases, layers left dense, unconverted modules), and ``scores/<layer>`` only when saved
   with ``include_scores=True`` (to resume training).
 
-Loading reads JSON and safetensors only: it never unpickles, so a stranger's checkpoint cannot run
-code. Every check (file hash, format version, architecture, weight checksums) runs before the model
-is changed.
+Trust: loading reads JSON and safetensors only (it never unpickles, so a stranger's checkpoint
+cannot run code). Any edit of ``supermask.json`` fails its content hash; beyond that, each random
+weight is regenerated and compared with its checksum, and each mask is re-selected under the saved
+config and compared bit for bit, so no edit (k, method, init, shapes, layers) can load a different
+network. Every check runs on a copy before the model is changed.
+
+Saving over a checkpoint is atomic as a whole: the tensors file has a new name (its hash), then
+``supermask.json`` is replaced in one step, then the old tensors file is removed. Killed at any
+instant, the directory holds the old or the new checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,55 +37,56 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from supermask import __version__
-from supermask.core.config import SupermaskConfig, SupermaskConfigError
-from supermask.core.convert import SupermaskError, get_config, supermask_layers, to_supermask
+from supermask.core.config import SupermaskConfig
+from supermask.core.convert import get_config, supermask_layers, to_supermask
 from supermask.core.init import checksum, generate_weight
 from supermask.core.masks import pack_bits, unpack_bits
+from supermask.errors import CheckpointError, StorageError, SupermaskError
+from supermask.fileio import atomic_write, make_dirs, remove_temp_files
 
 FORMAT = "supermask"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "supermask.json"
-TENSORS_FILE = "supermask.safetensors"
+TENSORS_GLOB = "supermask*.safetensors"
+MAX_JSON_BYTES = 64 << 20  # a checkpoint's JSON holds names and hashes: far smaller for any real model
+_INFORMATIONAL = ("content_sha256", "library_version", "torch_version")  # not covered by the content hash
 
 
-class CheckpointError(SupermaskError):
-    """A checkpoint is missing, corrupt, of a newer format, or does not fit the model."""
+def content_hash(meta: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``meta`` without its informational keys."""
+    body = {k: v for k, v in meta.items() if k not in _INFORMATIONAL}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _regenerable_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of the frozen random weights and of scores (stored separately)."""
-    prefix_of = {id(m): n for n, m in model.named_modules()}
+    """State-dict keys of the frozen random weights and of scores (stored separately), under every
+    name of each converted layer (a shared layer appears in the state dict once per name)."""
     keys = set()
-    for _, layer in supermask_layers(model):
-        prefix = prefix_of[id(layer)]
-        keys.add(f"{prefix}.scores")
-        if layer.method != "dense":
-            keys.add(f"{prefix}.base_layer.weight")
+    for name, module in model.named_modules(remove_duplicate=False):
+        if not hasattr(module, "layer_name") or not hasattr(module, "base_layer"):
+            continue
+        prefix = f"{name}." if name else ""
+        keys.add(f"{prefix}scores")
+        if module.method != "dense":
+            keys.add(f"{prefix}base_layer.weight")
     return keys
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save(model: nn.Module, directory: str | os.PathLike[str], *, include_scores: bool = False) -> Path:
+def save(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    include_scores: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model``'s compact checkpoint to ``directory`` (created if needed); return its path.
 
-    The tensors file is written first and the JSON last, each atomically, so a crash never leaves a
-    JSON that points to a half-written tensors file.
+    ``metadata``: JSON-ready information kept with the checkpoint (and covered by its content hash),
+    e.g. the run config that built the model. Replacing an existing checkpoint is atomic.
     """
     cfg = get_config(model)
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dirs(directory)
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, Any] = {}
     was = model.training
@@ -105,8 +112,9 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, include_scores:
     for key, value in state.items():
         tensors[f"state/{key}"] = value.detach().cpu().contiguous()
     blob = st_save(tensors)
+    digest = hashlib.sha256(blob).hexdigest()
     report: Any = model.supermask_report
-    meta = {
+    meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
@@ -116,44 +124,111 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, include_scores:
         "layers": layers,
         "left_dense": list(report.left_dense),
         "has_scores": include_scores,
-        "tensors_file": TENSORS_FILE,
-        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+        "metadata": metadata or {},
+        "tensors_file": f"supermask-{digest[:16]}.safetensors",
+        "tensors_sha256": digest,
         "tensors_bytes": len(blob),
     }
-    _atomic_write(out / TENSORS_FILE, blob)
-    _atomic_write(out / CONFIG_FILE, json.dumps(meta, indent=1).encode())
+    try:
+        meta["content_sha256"] = content_hash(meta)
+    except (TypeError, ValueError) as exc:
+        raise SupermaskError(f"checkpoint metadata must be JSON-ready (finite numbers, strings, lists): {exc}") from exc
+    remove_temp_files(out)  # what a killed save left
+    atomic_write(out / meta["tensors_file"], blob)  # a new name: the old checkpoint is still whole
+    atomic_write(out / CONFIG_FILE, json.dumps(meta, indent=1))  # the switch, in one rename
+    for old in out.glob(TENSORS_GLOB):
+        if old.name != meta["tensors_file"]:
+            try:
+                old.unlink()
+            except OSError as exc:
+                raise StorageError(f"cannot remove the replaced tensors file {old}: {exc.strerror or exc}") from exc
     return out
 
 
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _expect(meta: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in meta:
+        raise CheckpointError(f"{where} has no {key!r}: the checkpoint is incomplete or not one supermask wrote")
+    value = meta[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int,))):
+        raise CheckpointError(f"{where}: {key!r} is {type(value).__name__}, expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _check_layers(layers: dict[str, Any], where: str) -> None:
+    for name, entry in layers.items():
+        here = f"{where}, layer {name!r}"
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{here} is not a mapping")
+        _expect(entry, "type", str, here)
+        shape = _expect(entry, "shape", list, here)
+        if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise CheckpointError(f"{here}: shape {shape!r} is not a list of positive integers")
+        if entry.get("weight_checksum") is not None:
+            _expect(entry, "weight_checksum", str, here)
+            _expect(entry, "kept", int, here)
+
+
 def read_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read and verify a checkpoint directory: (metadata, tensors). Raises CheckpointError."""
+    """Read and verify a checkpoint directory: (metadata, tensors). Raises :class:`CheckpointError`."""
     path = Path(directory)
     meta_path = path / CONFIG_FILE
     if not meta_path.is_file():
         raise CheckpointError(f"{path} is not a supermask checkpoint: {CONFIG_FILE} is missing")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        size = meta_path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{meta_path} is {size} bytes, far larger than a checkpoint's metadata: not one")
+        meta = json.loads(meta_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{meta_path} is corrupt (not valid JSON): {exc}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {meta_path}: {exc.strerror or exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{meta_path} is not a supermask checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r})"
-        )
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{meta_path} is not a supermask checkpoint (format is {found!r})")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version != FORMAT_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
         raise CheckpointError(
-            f"{path} has checkpoint format version {version!r}, newer than this supermask "
-            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade supermask to load it"
+            f"{path} has checkpoint format version {version!r}; this supermask ({__version__}) reads version "
+            f"{FORMAT_VERSION}" + ("; upgrade supermask to load it" if newer else " only")
         )
-    blob_path = path / str(meta.get("tensors_file", TENSORS_FILE))
+    recorded = meta.get("content_sha256")
+    try:
+        actual = content_hash(meta)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path} is corrupt: {exc}") from exc
+    if recorded != actual:
+        raise CheckpointError(
+            f"{meta_path} was edited or is corrupt: its content hash does not match what was saved. "
+            "Refusing to load a network other than the saved one; save the model again instead of editing the file"
+        )
+    where = str(meta_path)
+    _expect(meta, "config", dict, where)
+    _check_layers(_expect(meta, "layers", dict, where), where)
+    _expect(meta, "left_dense", list, where)
+    _expect(meta, "has_scores", bool, where)
+    _expect(meta, "metadata", dict, where)
+    name = _expect(meta, "tensors_file", str, where)
+    expected_bytes = _expect(meta, "tensors_bytes", int, where)
+    expected_sha = _expect(meta, "tensors_sha256", str, where)
+    if Path(name).name != name or not name.endswith(".safetensors"):
+        raise CheckpointError(f"{where}: tensors_file {name!r} must be a .safetensors file name in the same folder")
+    blob_path = path / name
     if not blob_path.is_file():
         raise CheckpointError(f"{blob_path} is missing: the checkpoint is incomplete")
-    blob = blob_path.read_bytes()
-    if len(blob) != meta.get("tensors_bytes") or hashlib.sha256(blob).hexdigest() != meta.get("tensors_sha256"):
-        raise CheckpointError(
-            f"{blob_path} is corrupt or truncated ({len(blob)} bytes, expected {meta.get('tensors_bytes')}; "
-            "its sha256 does not match the one recorded in supermask.json)"
-        )
+    actual_bytes = blob_path.stat().st_size
+    if actual_bytes != expected_bytes:  # checked before reading: a huge file is never read into memory
+        raise CheckpointError(f"{blob_path} is {actual_bytes} bytes, the checkpoint recorded {expected_bytes}")
+    try:
+        blob = blob_path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {blob_path}: {exc.strerror or exc}") from exc
+    if hashlib.sha256(blob).hexdigest() != expected_sha:
+        raise CheckpointError(f"{blob_path} is corrupt: its sha256 does not match the one in {CONFIG_FILE}")
     try:
         tensors = st_load(blob)
     except Exception as exc:  # safetensors raises its own error types
@@ -167,11 +242,14 @@ def _exact_names(names: list[str]) -> str:
 
 def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> nn.Module:
     try:
-        cfg = SupermaskConfig.from_dict(dict(meta["config"]))
-    except (SupermaskConfigError, TypeError, KeyError) as exc:
+        saved_cfg = SupermaskConfig.from_dict(dict(meta["config"]))
+    except (SupermaskError, TypeError) as exc:
         raise CheckpointError(f"the checkpoint's config is invalid: {exc}") from exc
     layers: dict[str, Any] = meta["layers"]
+    if not layers:
+        raise CheckpointError("the checkpoint has no converted layers")
     # Convert exactly the saved layers (their names are the targets).
+    cfg = copy.copy(saved_cfg)
     cfg.target_modules = _exact_names(list(layers))
     cfg.exclude_modules = None
     cfg.first_layer_dense = cfg.last_layer_dense = False
@@ -179,18 +257,19 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     weights: dict[str, torch.Tensor] = {}
     for name, entry in layers.items():
         module = modules.get(name)
-        if module is None:
-            raise CheckpointError(
-                f"wrong architecture: the checkpoint has layer {name!r}, the model has no such module"
-            )
+        if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+            raise CheckpointError(f"wrong architecture: the checkpoint has layer {name!r}, the model has no such layer")
         shape = list(module.weight.shape)
         if shape != entry["shape"] or type(module).__name__ != entry["type"]:
             raise CheckpointError(
                 f"wrong architecture: layer {name!r} is {type(module).__name__}{shape} in the model, "
                 f"{entry['type']}{entry['shape']} in the checkpoint"
             )
+        if (entry.get("weight_checksum") is None) != (cfg.method == "dense"):
+            raise CheckpointError(f"layer {name!r}: its entry does not fit method {cfg.method!r}")
         if cfg.method != "dense":
-            weight = generate_weight(name, tuple(shape), cfg, cfg.k)
+            fan_shape = tuple(shape[::-1]) if entry["type"] == "Conv1D" else tuple(shape)
+            weight = generate_weight(name, tuple(shape), cfg, cfg.k, fan_shape)
             if checksum(weight) != entry["weight_checksum"]:
                 raise CheckpointError(
                     f"the random weights of layer {name!r} regenerated from seed {cfg.seed} do not match the "
@@ -203,30 +282,59 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     if set(converted) != set(layers):
         raise CheckpointError(f"wrong architecture: converted {sorted(converted)}, checkpoint has {sorted(layers)}")
     state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"wrong architecture: {' '.join(str(exc).split())[:500]}") from exc
     regenerable = _regenerable_keys(model)
     missing = [k for k in missing if k not in regenerable]
     if missing or unexpected:
         raise CheckpointError(f"wrong architecture: missing state {missing[:10]}, unexpected state {unexpected[:10]}")
+    stored: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, layer in converted.items():
             if layer.scores is None:
                 continue
-            if f"scores/{name}" in tensors:
-                layer.scores.copy_(tensors[f"scores/{name}"])
-                continue
-            if f"mask/{name}" not in tensors:
+            packed = tensors.get(f"mask/{name}")
+            if packed is None:
                 raise CheckpointError(f"the checkpoint has no mask for layer {name!r}")
-            mask = unpack_bits(tensors[f"mask/{name}"], tuple(layer.scores.shape))
-            if int(mask.sum()) != layers[name].get("kept"):
+            try:
+                mask = unpack_bits(packed, tuple(layer.scores.shape))
+            except ValueError as exc:
+                raise CheckpointError(f"the mask of layer {name!r} is malformed: {exc}") from exc
+            if int(mask.sum()) != layers[name]["kept"]:
                 raise CheckpointError(f"the mask of layer {name!r} does not have the recorded kept count")
-            # Scores that select exactly this mask under the method's own rule.
-            if cfg.method == "bernoulli":  # sigmoid(+-1e4) is exactly 1 or 0: either eval rule gives the mask
-                values = mask.float() * 2e4 - 1e4
-            else:
-                values = mask.float()
-            layer.scores.copy_(values)
+            stored[name] = mask
+            saved_scores = tensors.get(f"scores/{name}")
+            if saved_scores is not None:
+                if saved_scores.shape != layer.scores.shape:
+                    raise CheckpointError(f"the scores of layer {name!r} have the wrong shape")
+                layer.scores.copy_(saved_scores)
+            elif cfg.method == "bernoulli":  # sigmoid(+-1e4) is exactly 1 or 0: either eval rule gives the mask
+                layer.scores.copy_(mask.float() * 2e4 - 1e4)
+            else:  # scores that select exactly this mask under the method's own rule
+                layer.scores.copy_(mask.float())
+    _verify_masks(model, stored)
+    model.supermask_config = saved_cfg  # type: ignore[assignment,unused-ignore]
+    model.supermask_report.left_dense = [str(n) for n in meta["left_dense"]]  # type: ignore[union-attr]
     return model
+
+
+def _verify_masks(model: nn.Module, stored: dict[str, torch.Tensor]) -> None:
+    """Each layer's mask, selected now under the loaded config, must be the stored one, bit for bit
+    (an edited k or method would select other weights: never run it)."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for name, layer in supermask_layers(model):
+                if name in stored and not torch.equal(layer.mask().cpu(), stored[name]):
+                    raise CheckpointError(
+                        f"layer {name!r}: the mask selected under the checkpoint's config (method "
+                        f"{layer.method!r}, k={layer.k}) is not the stored mask; the checkpoint is inconsistent"
+                    )
+    finally:
+        model.train(was)
 
 
 def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
@@ -238,5 +346,10 @@ def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     meta, tensors = read_checkpoint(directory)
     if any(True for _ in supermask_layers(model)):
         raise CheckpointError("load() needs a fresh, unconverted model of the same architecture")
-    _apply(copy.deepcopy(model), meta, tensors)  # dry run: raises before `model` is touched
+    try:
+        _apply(copy.deepcopy(model), meta, tensors)  # dry run: raises before `model` is touched
+    except CheckpointError:
+        raise
+    except SupermaskError as exc:  # e.g. a config the model cannot be converted with
+        raise CheckpointError(f"the checkpoint does not fit this model: {exc}") from exc
     return _apply(model, meta, tensors)

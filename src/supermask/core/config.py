@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from supermask.errors import SupermaskConfigError
+
 METHODS = ("edge-popup", "edge-popup-global", "bernoulli", "dense")
 WEIGHT_INITS = ("signed_constant", "unsigned_constant", "kaiming_normal", "kaiming_uniform", "xavier_normal")
 SCORE_INITS = ("kaiming_uniform", "kaiming_normal", "uniform", "constant")
@@ -16,11 +18,8 @@ NONLINEARITIES = ("relu", "linear", "tanh", "sigmoid", "leaky_relu", "gelu")
 BIAS_MODES = ("zero", "frozen", "learned")
 BATCHNORM_MODES = ("non_affine", "learned")
 UNSUPPORTED_MODES = ("report", "raise")
+UNCONVERTED_MODES = ("freeze", "learn")
 BERNOULLI_EVAL_MODES = ("sample", "threshold")
-
-
-class SupermaskConfigError(ValueError):
-    """A configuration value is invalid; the message says which and what is allowed."""
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
@@ -56,8 +55,12 @@ class SupermaskConfig:
         mask = u < sigmoid(score) with u a counter-based uniform fixed by seed and layer name: distributed
         like the training masks) or ``threshold`` (sigmoid(score) > 0.5).
     unsupported: what to do with modules holding weights that cannot be masked (embeddings, RNNs,
-        MultiheadAttention's packed in-projection): ``report`` them in the conversion report and
-        leave them unchanged, or ``raise``.
+        MultiheadAttention's packed in-projection, weights tied to another module): ``report`` them in
+        the conversion report and leave them unchanged, or ``raise``.
+    unconverted: what happens to every parameter that is not converted and not governed by ``bias``,
+        ``batchnorm`` or ``first/last_layer_dense`` (LayerNorms, embeddings, raw ``nn.Parameter``s,
+        excluded or unsupported modules): ``freeze`` (default: the search trains only scores, as in the
+        paper) or ``learn`` (they train alongside the scores). The conversion report lists each one.
     """
 
     k: float = 0.5
@@ -77,6 +80,7 @@ class SupermaskConfig:
     batchnorm: str = "non_affine"
     unsupported: str = "report"
     bernoulli_eval: str = "sample"
+    unconverted: str = "freeze"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +88,7 @@ class SupermaskConfig:
 
     def validate(self) -> None:
         """Raise :class:`SupermaskConfigError` naming the first invalid field."""
+        _check_types(self)
         check_k(self.k)
         _choice("method", self.method, METHODS)
         _choice("weight_init", self.weight_init, WEIGHT_INITS)
@@ -94,10 +99,9 @@ class SupermaskConfig:
         _choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
         _choice("unsupported", self.unsupported, UNSUPPORTED_MODES)
         _choice("bernoulli_eval", self.bernoulli_eval, BERNOULLI_EVAL_MODES)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+        _choice("unconverted", self.unconverted, UNCONVERTED_MODES)
+        if self.seed < 0:
             raise SupermaskConfigError(f"seed={self.seed!r} must be a non-negative integer")
-        if not math.isfinite(self.score_init_value):
-            raise SupermaskConfigError("score_init_value must be finite")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; module types in targets are written as their qualified names."""
@@ -109,11 +113,53 @@ class SupermaskConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SupermaskConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise SupermaskConfigError(f"a supermask config must be a mapping, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(map(str, data)) - names)
         if unknown:
             raise SupermaskConfigError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
         return cls(**data)
+
+    def experiment_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the seed, with every option that does not change this method's
+        network or training set to its default: two configs of the same experiment compare equal
+        (``dense`` at k = 0.3 and at k = 0.5 is one experiment, unless ``scale_fan`` makes the
+        weights depend on k)."""
+        out = self.to_dict()
+        out.pop("seed")
+        defaults = SupermaskConfig().to_dict()
+        ignored = set()
+        if self.method in ("dense", "bernoulli") and not self.scale_fan:
+            ignored.add("k")
+        if self.method == "dense":
+            ignored |= {"score_init", "score_init_value", "bernoulli_eval", "batchnorm"}
+        if self.method != "bernoulli":
+            ignored.add("bernoulli_eval")
+        if self.score_init not in ("uniform", "constant"):
+            ignored.add("score_init_value")
+        for key in ignored:
+            out[key] = defaults[key]
+        return out
+
+
+def _check_types(cfg: SupermaskConfig) -> None:
+    """Every field has its declared type: a bool is True or False (never "n"), a number is finite."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = str(f.type)
+        if kind == "bool" and not isinstance(value, bool):
+            raise SupermaskConfigError(f"{f.name}={value!r} must be true or false")
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SupermaskConfigError(f"{f.name}={value!r} must be an integer")
+        if kind == "float" and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
+            raise SupermaskConfigError(f"{f.name}={value!r} must be a finite number")
+        if kind == "str" and not isinstance(value, str):
+            raise SupermaskConfigError(f"{f.name}={value!r} must be a string")
+        if kind.startswith("dict") and not isinstance(value, dict):
+            raise SupermaskConfigError(f"{f.name}={value!r} must be a mapping")
 
 
 def check_k(k: float) -> None:

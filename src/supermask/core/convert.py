@@ -14,14 +14,28 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from supermask.core.config import SupermaskConfig, SupermaskConfigError, check_k
+from supermask.core.config import SupermaskConfig, check_k
 from supermask.core.init import generate_scores, generate_uniform, generate_weight
-from supermask.core.layers import GlobalTopK, SupermaskConv, SupermaskLayer, SupermaskLinear
+from supermask.core.layers import GlobalTopK, SupermaskConv, SupermaskConv1D, SupermaskLayer, SupermaskLinear
 from supermask.core.masks import kept_count
+from supermask.errors import SupermaskConfigError, SupermaskError
 
 SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_WRAPPER = {nn.Linear: SupermaskLinear, nn.Conv1d: SupermaskConv, nn.Conv2d: SupermaskConv, nn.Conv3d: SupermaskConv}
+_WRAPPER: dict[type[nn.Module], type[SupermaskLayer]] = {
+    nn.Linear: SupermaskLinear,
+    nn.Conv1d: SupermaskConv,
+    nn.Conv2d: SupermaskConv,
+    nn.Conv3d: SupermaskConv,
+}
+_NORMS: tuple[type[nn.Module], ...] = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.batchnorm._NormBase,
+    nn.LocalResponseNorm,
+    getattr(nn, "RMSNorm", nn.LayerNorm),
+)
 
 # Modules holding weights that supermask cannot mask, and why.
 _UNSUPPORTED_REASONS: tuple[tuple[type[nn.Module], str], ...] = (
@@ -38,25 +52,56 @@ _UNSUPPORTED_REASONS: tuple[tuple[type[nn.Module], str], ...] = (
 )
 
 
-class SupermaskError(RuntimeError):
-    """A model or checkpoint cannot be converted or loaded; the message says why and what to do."""
+def _hf_conv1d_base(module: nn.Module) -> type[nn.Module] | None:
+    """transformers' ``Conv1D`` class if ``module`` is one (found by name: transformers is never imported)."""
+    for cls in type(module).__mro__:
+        if cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers."):
+            return cls
+    return None
+
+
+@dataclass
+class UnconvertedEntry:
+    """A module or raw parameter holding weights that was not converted, and what happens to it."""
+
+    name: str
+    kind: str  # the module's type, or "Parameter" for a raw nn.Parameter
+    values: int
+    reason: str
+    trainable: bool
 
 
 @dataclass
 class ConversionReport:
-    """What :func:`to_supermask` did: converted, left dense, and skipped modules (with reasons)."""
+    """What :func:`to_supermask` did: converted layers, and every module or parameter holding weights
+    that was not converted (with the reason and whether it trains), then the trainable parameter count."""
 
     converted: list[str] = field(default_factory=list)
     left_dense: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (name, type, reason)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (name, type, reason): unsupported
     batchnorm_non_affine: list[str] = field(default_factory=list)
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # converted layer -> its other names
+    unconverted: list[UnconvertedEntry] = field(default_factory=list)
+    converted_weights: int = 0
+    trainable_parameters: int = 0
+    score_parameters: int = 0
+    total_parameters: int = 0
 
     def __str__(self) -> str:
-        lines = [f"converted {len(self.converted)} layers"]
-        if self.left_dense:
-            lines.append(f"left dense (learned): {', '.join(self.left_dense)}")
-        for name, kind, reason in self.skipped:
-            lines.append(f"skipped {name} ({kind}): {reason}")
+        lines = [f"converted {len(self.converted)} layers ({self.converted_weights:,} weights)"]
+        for name, others in self.aliases.items():
+            lines.append(f"  {name} is also reached as {', '.join(others)} (one wrapper: masked on every path)")
+        if self.unconverted:
+            lines.append(f"not converted ({len(self.unconverted)}):")
+            for e in self.unconverted:
+                state = "trainable" if e.trainable else "frozen"
+                lines.append(f"  {e.name} ({e.kind}, {e.values:,} values, {state}): {e.reason}")
+        share = 100.0 * self.trainable_parameters / self.total_parameters if self.total_parameters else 0.0
+        lines.append(
+            f"trainable params: {self.trainable_parameters:,} (scores {self.score_parameters:,}, "
+            f"other {self.trainable_parameters - self.score_parameters:,}) || all params: "
+            f"{self.total_parameters:,} || trainable%: {share:.4f}"
+        )
         return "\n".join(lines)
 
 
@@ -64,7 +109,14 @@ def _convertible_type(module: nn.Module) -> type[nn.Module] | None:
     for base in SUPPORTED:
         if isinstance(module, base) and type(module).forward is base.forward:
             return base
+    hf = _hf_conv1d_base(module)
+    if hf is not None and type(module).forward is hf.forward:
+        return hf
     return None
+
+
+def _wrapper_class(base: type[nn.Module]) -> type[SupermaskLayer]:
+    return _WRAPPER.get(base, SupermaskConv1D)
 
 
 def _unsupported_reason(module: nn.Module) -> str | None:
@@ -73,8 +125,15 @@ def _unsupported_reason(module: nn.Module) -> str | None:
     for kind, reason in _UNSUPPORTED_REASONS:
         if isinstance(module, kind):
             return reason
-    if _convertible_type(module) is None and isinstance(module, SUPPORTED):
+    weighted = isinstance(module, SUPPORTED) or _hf_conv1d_base(module) is not None
+    if weighted and _convertible_type(module) is None:
         return f"{type(module).__name__} overrides forward(), so a wrapper would change its behaviour"
+    if weighted and parametrize.is_parametrized(module):
+        return "its weight is computed by a parametrization (torch.nn.utils.parametrize)"
+    if weighted and (module._forward_pre_hooks or module._forward_hooks):
+        return "it has forward hooks (e.g. torch.nn.utils.prune or weight_norm), which a wrapper would bypass"
+    if weighted and not isinstance(getattr(module, "weight", None), nn.Parameter):
+        return "its weight is not an nn.Parameter"
     return None
 
 
@@ -114,6 +173,27 @@ class _Plan:
     targets: list[tuple[str, Any]]
     report: ConversionReport
     batchnorms: list[tuple[str, Any]]
+    names: dict[int, list[str]]  # id(module) -> every name it is registered under
+
+
+def _all_names(model: nn.Module) -> dict[int, list[str]]:
+    """id(module) -> all qualified names of that module (a shared module has several)."""
+    names: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+    return names
+
+
+def _tied_elsewhere(model: nn.Module, module: nn.Module) -> str | None:
+    """The name of another module's parameter that is ``module.weight`` itself (tied weights), if any."""
+    weight = module.weight
+    for name, other in model.named_modules():
+        if other is module:
+            continue
+        for pname, p in other.named_parameters(recurse=False):
+            if p is weight:
+                return f"{name}.{pname}" if name else pname
+    return None
 
 
 def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
@@ -122,24 +202,32 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     _check_spec(cfg.exclude_modules, "exclude_modules")
     if any(isinstance(m, SupermaskLayer) for m in model.modules()):
         raise SupermaskError("the model is already converted; call to_supermask on an unconverted model")
+    names = _all_names(model)
     report = ConversionReport()
     targets: list[tuple[str, Any]] = []
     candidates: list[str] = []
-    excluded: list[str] = []  # an excluded module excludes everything inside it
+    excluded: list[str] = []  # an excluded module excludes everything inside it, under any of its names
     for name, module in model.named_modules():
-        if not name or any(name.startswith(e + ".") for e in excluded):
+        if not name:
+            continue
+        aliases = names[id(module)]
+        if any(_matches(a, module, cfg.exclude_modules) for a in aliases):
+            excluded.extend(aliases)
+            continue
+        if any(a.startswith(e + ".") for a in aliases for e in excluded):
             continue
         base = _convertible_type(module)
-        explicit = cfg.target_modules is not None and _matches(name, module, cfg.target_modules)
+        explicit = cfg.target_modules is not None and any(_matches(a, module, cfg.target_modules) for a in aliases)
         wanted = explicit or (cfg.target_modules is None and base is not None)
-        if _matches(name, module, cfg.exclude_modules):
-            excluded.append(name)
-            continue
         reason = _unsupported_reason(module)
+        if reason is None and base is not None and wanted:
+            tied = _tied_elsewhere(model, module)
+            if tied is not None:
+                reason = f"its weight is tied to {tied} (one shared parameter): masking it would untie them"
         if reason is not None:
             if explicit and not isinstance(cfg.target_modules, str):
                 raise SupermaskError(f"target {name!r} ({type(module).__name__}) cannot be converted: {reason}")
-            if cfg.unsupported == "raise":
+            if cfg.unsupported == "raise" and (wanted or base is None):
                 raise SupermaskError(
                     f"module {name!r} ({type(module).__name__}) holds weights that cannot be masked: {reason}. "
                     "Exclude it with exclude_modules, or set unsupported='report' to leave it unchanged."
@@ -158,7 +246,7 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
         raise SupermaskError(
             "no module matched: target_modules="
             f"{cfg.target_modules!r}, exclude_modules={cfg.exclude_modules!r}. Convertible modules in this model: "
-            f"{candidates[:20] or 'none (it has no nn.Linear or nn.Conv1d/2d/3d)'}"
+            f"{candidates[:20] or 'none (it has no nn.Linear, nn.Conv1d/2d/3d or transformers Conv1D)'}"
         )
     if cfg.method == "edge-popup-global":
         _check_global_k(cfg.k, [int(m.weight.numel()) for _, m in targets])
@@ -168,8 +256,69 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
             (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
         ]
     report.converted = [n for n, _ in targets]
+    report.converted_weights = sum(int(m.weight.numel()) for _, m in targets)
+    report.aliases = {n: names[id(m)][1:] for n, m in targets if len(names[id(m)]) > 1}
     report.batchnorm_non_affine = [n for n, _ in batchnorms]
-    return _Plan(targets, report, batchnorms)
+    return _Plan(targets, report, batchnorms, names)
+
+
+def _unconverted(model: nn.Module, plan: _Plan, cfg: SupermaskConfig) -> list[tuple[UnconvertedEntry, list[Any]]]:
+    """Every module or raw parameter that holds weights and is not converted: its entry and its parameters.
+
+    A converted layer's bias follows ``bias`` and a BatchNorm's affine parameters follow ``batchnorm``
+    (both listed, as governed by them); layers left dense learn; everything else follows ``unconverted``.
+    """
+    converted = {id(m) for _, m in plan.targets}
+    dropped = {id(m) for _, m in plan.batchnorms}
+    skipped = {name: reason for name, _, reason in plan.report.skipped}
+    excluded_by = cfg.exclude_modules
+    learn = cfg.unconverted == "learn"
+    out: list[tuple[UnconvertedEntry, list[Any]]] = []
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        if id(module) in converted or id(module) in dropped:
+            seen.update(id(p) for p in module.parameters(recurse=False))
+            continue
+        params = list(module.named_parameters(recurse=False))
+        fresh = [p for _, p in params if id(p) not in seen]
+        seen.update(id(p) for p in fresh)
+        if not fresh and name not in skipped:  # a module's tied parameters are listed under it too when it was skipped
+            continue
+        kind = type(module).__name__
+        trainable = learn
+        if name in skipped:
+            reason = skipped[name]
+        elif name in plan.report.left_dense:
+            reason, trainable = "left dense by first_layer_dense/last_layer_dense (learned)", True
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            reason = "BatchNorm affine parameters (batchnorm='learned')"
+            if cfg.method == "dense":
+                reason = "BatchNorm affine parameters (method 'dense' learns them)"
+            trainable = True
+        elif excluded_by is not None and any(_matches(a, module, excluded_by) for a in plan.names[id(module)]):
+            reason = "excluded by exclude_modules"
+        elif _convertible_type(module) is not None:
+            reason = "not matched by target_modules, or inside an excluded module"
+        elif isinstance(module, _NORMS):
+            reason = "a normalisation layer (its weights scale features; they are not a weight matrix)"
+        elif list(module.children()):  # a container's own parameters: raw nn.Parameters
+            for pname, p in params:
+                if not any(p is q for q in fresh):
+                    continue
+                full = f"{name}.{pname}" if name else pname
+                reason = f"a raw nn.Parameter of {kind}, not a layer supermask converts"
+                out.append((UnconvertedEntry(full, "Parameter", _numel(p), reason, learn), [p]))
+            continue
+        else:
+            reason = f"{kind} is not a layer supermask converts (Linear, Conv1d/2d/3d, transformers Conv1D)"
+        values = sum(_numel(p) for _, p in params)
+        out.append((UnconvertedEntry(name or "(model)", kind, values, reason, trainable), [p for _, p in params]))
+    return out
+
+
+def _numel(p: Any) -> int:
+    """Number of values of a parameter (0 while a lazy module's parameter is uninitialized)."""
+    return 0 if isinstance(p, nn.parameter.UninitializedParameter) else int(p.numel())
 
 
 def _check_global_k(k: float, sizes: list[int]) -> None:
@@ -187,15 +336,24 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def _replace_everywhere(model: nn.Module, names: list[str], new: nn.Module) -> None:
+    """Register ``new`` under every name the old module had (a shared module stays shared)."""
+    for name in names:
+        _set_submodule(model, name, new)
+
+
 def to_supermask(
     model: nn.Module, config: SupermaskConfig | None = None, *, _weights: dict[str, torch.Tensor] | None = None
 ) -> nn.Module:
     """Convert ``model`` in place into a supermask search and return it.
 
-    Each targeted layer is wrapped (:class:`~supermask.core.layers.SupermaskLinear` or
-    :class:`~supermask.core.layers.SupermaskConv`): its weight is replaced by a deterministic frozen
-    random weight, and trainable ``scores`` choose the kept subnetwork. ``model.supermask_config``
-    and ``model.supermask_report`` record what was done. Raises before changing anything.
+    Each targeted layer is wrapped (:class:`~supermask.core.layers.SupermaskLinear`,
+    :class:`~supermask.core.layers.SupermaskConv` or, for transformers' ``Conv1D``,
+    :class:`~supermask.core.layers.SupermaskConv1D`): its weight is replaced by a deterministic frozen
+    random weight, and trainable ``scores`` choose the kept subnetwork. A module registered under
+    several names gets one wrapper, reached from each name. Every other parameter is listed in
+    ``model.supermask_report`` and frozen or left trainable as ``config.unconverted`` says.
+    ``model.supermask_config`` records the config. Raises before changing anything.
     """
     cfg = dataclasses.replace(config) if config is not None else SupermaskConfig()  # set_k must not edit the caller's
     plan = _plan(model, cfg)
@@ -203,12 +361,15 @@ def to_supermask(
     new_tensors = []
     for name, module in plan.targets:
         shape = tuple(module.weight.shape)
-        weight = _weights[name] if _weights is not None else generate_weight(name, shape, cfg, cfg.k)
-        scores = None if cfg.method == "dense" else generate_scores(name, shape, cfg)
-        new_tensors.append((weight, scores))
+        wrapper_cls = _wrapper_class(_convertible_type(module))  # type: ignore[arg-type]
+        fan_shape = shape[::-1] if wrapper_cls is SupermaskConv1D else shape
+        weight = _weights[name] if _weights is not None else generate_weight(name, shape, cfg, cfg.k, fan_shape)
+        scores = None if cfg.method == "dense" else generate_scores(name, shape, cfg, fan_shape)
+        new_tensors.append((wrapper_cls, weight, scores))
+    unconverted = _unconverted(model, plan, cfg)
 
     wrappers: list[SupermaskLayer] = []
-    for (name, module), (weight, scores) in zip(plan.targets, new_tensors):
+    for (name, module), (wrapper_cls, weight, scores) in zip(plan.targets, new_tensors):
         ref = module.weight
         module.weight = nn.Parameter(weight.to(device=ref.device, dtype=ref.dtype), requires_grad=cfg.method == "dense")
         if scores is not None:
@@ -219,14 +380,12 @@ def to_supermask(
                 with torch.no_grad():
                     bias.zero_()
             bias.requires_grad_(cfg.bias == "learned")
-        base = _convertible_type(module)
-        assert base is not None
         eval_uniform = None
         if cfg.method == "bernoulli" and cfg.bernoulli_eval == "sample":
             eval_uniform = functools.partial(generate_uniform, name, tuple(module.weight.shape), cfg)
-        wrapper = _WRAPPER[base](module, name, cfg.method, cfg.k, scores, eval_uniform)
+        wrapper = wrapper_cls(module, name, cfg.method, cfg.k, scores, eval_uniform)
         wrapper.train(module.training)
-        _set_submodule(model, name, wrapper)
+        _replace_everywhere(model, plan.names[id(module)], wrapper)
         wrappers.append(wrapper)
     if cfg.method == "edge-popup-global":
         group = GlobalTopK(wrappers, cfg.k)
@@ -236,8 +395,16 @@ def to_supermask(
         bn.affine = False
         bn.weight = None
         bn.bias = None
+    for entry, params in unconverted:
+        for p in params:
+            p.requires_grad = entry.trainable  # (not requires_grad_(): lazy parameters refuse calls)
+    report = plan.report
+    report.unconverted = [entry for entry, _ in unconverted]
+    report.score_parameters = sum(int(w.scores.numel()) for w in wrappers if w.scores is not None)
+    report.trainable_parameters = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    report.total_parameters = sum(_numel(p) for p in model.parameters())
     model.supermask_config = cfg  # type: ignore[assignment,unused-ignore]
-    model.supermask_report = plan.report  # type: ignore[assignment,unused-ignore]
+    model.supermask_report = report  # type: ignore[assignment,unused-ignore]
     return model
 
 
@@ -270,7 +437,7 @@ def set_k(model: nn.Module, k: float) -> None:
         if cfg.scale_fan:  # the weights' scale depends on k: regenerate them
             w = layer.base_layer.weight
             with torch.no_grad():
-                w.copy_(generate_weight(name, tuple(w.shape), cfg, k))
+                w.copy_(generate_weight(name, tuple(w.shape), cfg, k, layer.fan_shape()))
     cfg.k = k
 
 
@@ -313,11 +480,12 @@ def merge(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         merged = [(name, layer.base_layer, layer.effective_weight().detach().clone()) for name, layer in layers]
     model.train(was)
-    for name, base, weight in merged:  # base: nn.Linear / nn.ConvNd
+    names = _all_names(model)
+    for (_, layer), (_, base, weight) in zip(layers, merged):  # base: nn.Linear / nn.ConvNd / Conv1D
         base.weight = nn.Parameter(weight)
         if isinstance(base.bias, torch.Tensor):
             base.bias.requires_grad_(True)
-        _set_submodule(model, name, base)
+        _replace_everywhere(model, names[id(layer)], base)
     del model.supermask_config
     del model.supermask_report
     return model

@@ -39,7 +39,8 @@ def gain(nonlinearity: str) -> float:
 
 
 def weight_std(shape: tuple[int, ...], cfg: SupermaskConfig, k: float) -> float:
-    """The target standard deviation: gain / sqrt(fan), with fan scaled by k when scale_fan."""
+    """The target standard deviation: gain / sqrt(fan), with fan scaled by k when scale_fan.
+    ``shape`` is in PyTorch's (out, in, *kernel) layout (see ``SupermaskLayer.fan_shape``)."""
     fan_in, fan_out = fans(shape)
     if cfg.weight_init == "xavier_normal":
         fan = (fan_in + fan_out) / 2.0
@@ -50,11 +51,14 @@ def weight_std(shape: tuple[int, ...], cfg: SupermaskConfig, k: float) -> float:
     return gain(cfg.nonlinearity) / math.sqrt(fan)
 
 
-def generate_weight(name: str, shape: tuple[int, ...], cfg: SupermaskConfig, k: float) -> torch.Tensor:
-    """The frozen random weight of layer ``name`` (float32, CPU)."""
+def generate_weight(
+    name: str, shape: tuple[int, ...], cfg: SupermaskConfig, k: float, fan_shape: tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """The frozen random weight of layer ``name`` (float32, CPU). ``fan_shape``: the shape in
+    (out, in, *kernel) layout when the stored ``shape`` is not (transformers' Conv1D stores (in, out))."""
     n = math.prod(shape)
     key = rng.derive_key("weight", cfg.seed, name, tuple(shape), cfg.weight_init)
-    std = weight_std(shape, cfg, k)
+    std = weight_std(fan_shape or shape, cfg, k)
     if cfg.weight_init == "signed_constant":
         values = rng.random_sign(key, n) * std
     elif cfg.weight_init == "unsigned_constant":
@@ -69,7 +73,9 @@ def generate_weight(name: str, shape: tuple[int, ...], cfg: SupermaskConfig, k: 
     return torch.from_numpy(values.astype(np.float32).reshape(shape))
 
 
-def generate_scores(name: str, shape: tuple[int, ...], cfg: SupermaskConfig) -> torch.Tensor:
+def generate_scores(
+    name: str, shape: tuple[int, ...], cfg: SupermaskConfig, fan_shape: tuple[int, ...] | None = None
+) -> torch.Tensor:
     """Initial scores of layer ``name`` (float32, CPU).
 
     kaiming_uniform: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the paper's default (torch's
@@ -78,7 +84,7 @@ def generate_scores(name: str, shape: tuple[int, ...], cfg: SupermaskConfig) -> 
     """
     n = math.prod(shape)
     key = rng.derive_key("scores", cfg.seed, name, tuple(shape), cfg.score_init)
-    fan_in, _ = fans(shape)
+    fan_in, _ = fans(fan_shape or shape)
     if cfg.score_init == "kaiming_uniform":
         values = (rng.random_uniform(key, n) * 2.0 - 1.0) / math.sqrt(fan_in)
     elif cfg.score_init == "kaiming_normal":

@@ -54,6 +54,10 @@ class SupermaskLayer(nn.Module):
         assert s is not None
         return (id(s), s._version, s.device, self.k)
 
+    def fan_shape(self) -> tuple[int, ...]:
+        """The weight's shape in PyTorch's (out, in, *kernel) layout, from which fans are computed."""
+        return tuple(self.base_layer.weight.shape)
+
     def kept(self) -> int:
         """Number of weights kept at the present k (per-layer rule of :func:`kept_count`)."""
         return kept_count(self.k, self.base_layer.weight.numel())
@@ -158,6 +162,22 @@ class SupermaskConv(SupermaskLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.base_layer._conv_forward(x, self.effective_weight(), self.base_layer.bias)
+
+
+class SupermaskConv1D(SupermaskLayer):
+    """Supermask wrapper of transformers' ``Conv1D`` (GPT-2's attention and MLP projections): a Linear
+    whose weight is stored transposed, (in, out), applied as ``x @ weight + bias``."""
+
+    def fan_shape(self) -> tuple[int, ...]:
+        fan_in, fan_out = self.base_layer.weight.shape
+        return (fan_out, fan_in)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.effective_weight()
+        flat = x.reshape(-1, x.shape[-1])
+        bias = self.base_layer.bias
+        out = torch.addmm(bias, flat, weight) if bias is not None else flat @ weight
+        return out.view(*x.shape[:-1], weight.shape[-1])
 
 
 class GlobalTopK:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from supermask.errors import NonFiniteScoresError
+
 
 def kept_count(k: float, n: int) -> int:
     """Number of weights kept out of ``n`` at fraction ``k``: max(1, round(k * n))."""
@@ -22,10 +24,6 @@ def kept_count(k: float, n: int) -> int:
 
 
 _NUMPY_FLOATS = (torch.float32, torch.float64)
-
-
-class NonFiniteScoresError(ValueError):
-    """The scores hold NaN, so no top-k mask exists (training diverged)."""
 
 
 def _band_threshold(a: np.ndarray, kept: int, lo: float, hi: float) -> tuple[float, int] | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from supermask.errors import SupermaskConfigError
 from supermask.models.conv import ConvNet
 from supermask.models.mlp import MLP
 from supermask.models.resnet import cifar_resnet, imagenet_resnet
@@ -44,11 +45,11 @@ def create(
     MLPs take ``image_size`` and ``in_channels`` to size their input (in_channels * image_size**2).
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+        raise SupermaskConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     if not (isinstance(num_classes, int) and num_classes >= 1):
-        raise ValueError(f"num_classes={num_classes!r} must be a positive integer")
+        raise SupermaskConfigError(f"num_classes={num_classes!r} must be a positive integer")
     if not (width > 0):
-        raise ValueError(f"width={width!r} must be positive")
+        raise SupermaskConfigError(f"width={width!r} must be positive")
     return _REGISTRY[name](
         num_classes=num_classes, width=width, in_channels=in_channels, image_size=image_size, **kwargs
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from supermask.errors import SupermaskConfigError
 from supermask.models.mlp import scaled
 
 
@@ -16,9 +17,11 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         if depth not in (2, 4, 6, 8):
-            raise ValueError(f"depth={depth} must be 2, 4, 6 or 8")
+            raise SupermaskConfigError(f"depth={depth} must be 2, 4, 6 or 8")
         if image_size % (2 ** (depth // 2)) != 0:
-            raise ValueError(f"image_size={image_size} must be divisible by {2 ** (depth // 2)} for conv{depth}")
+            raise SupermaskConfigError(
+                f"image_size={image_size} must be divisible by {2 ** (depth // 2)} for conv{depth}"
+            )
         layers: list[nn.Module] = []
         channels = in_channels
         for stage in range(depth // 2):
