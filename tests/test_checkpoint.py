@@ -259,13 +259,38 @@ def _outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
         return supermask.load(path, fresh()).eval()(x)
 
 
-def test_overwriting_is_atomic_when_killed_at_any_write(tmp_path: Path) -> None:
-    """A child process saves over a checkpoint and dies (os._exit: no cleanup) at its n-th file system
-    operation, for every n: the directory always loads as the old or the new checkpoint."""
+def _save_and_die_at(n: int, model: nn.Module, path: Path) -> None:
+    """In a forked child: save, dying (os._exit: no cleanup) at the n-th file system operation."""
     import os
 
     import supermask.core.checkpoint as ck
     import supermask.fileio as fileio
+
+    count = [0]
+
+    def dying(real):  # type: ignore[no-untyped-def]
+        def op(*args, **kwargs):  # type: ignore[no-untyped-def]
+            count[0] += 1
+            if count[0] == n:
+                os._exit(9)
+            return real(*args, **kwargs)
+
+        return op
+
+    fileio.os.replace = dying(os.replace)  # type: ignore[attr-defined]
+    fileio.os.fsync = dying(os.fsync)  # type: ignore[attr-defined]
+    fileio._open_new = dying(fileio._open_new)
+    Path.unlink = dying(Path.unlink)  # type: ignore[method-assign]
+    try:
+        ck.save(model, path)
+    finally:
+        os._exit(0)
+
+
+def test_overwriting_is_atomic_when_killed_at_any_write(tmp_path: Path) -> None:
+    """A child process saves over a checkpoint and dies (os._exit: no cleanup) at its n-th file system
+    operation, for every n: the directory always loads as the old or the new checkpoint."""
+    import os
 
     x = torch.randn(2, 3, 8, 8)
     old_model = supermask.to_supermask(fresh(), SupermaskConfig(seed=1))
@@ -280,26 +305,8 @@ def test_overwriting_is_atomic_when_killed_at_any_write(tmp_path: Path) -> None:
         n += 1
         supermask.save(old_model, path)
         pid = os.fork()
-        if pid == 0:  # the child: count file system operations, die at the n-th
-            count = [0]
-
-            def dying(real):  # type: ignore[no-untyped-def]
-                def op(*args, **kwargs):  # type: ignore[no-untyped-def]
-                    count[0] += 1
-                    if count[0] == n:
-                        os._exit(9)
-                    return real(*args, **kwargs)
-
-                return op
-
-            fileio.os.replace = dying(os.replace)  # type: ignore[attr-defined]
-            fileio.os.fsync = dying(os.fsync)  # type: ignore[attr-defined]
-            fileio._open_new = dying(fileio._open_new)
-            Path.unlink = dying(Path.unlink)  # type: ignore[method-assign]
-            try:
-                ck.save(new_model, path)
-            finally:
-                os._exit(0)
+        if pid == 0:
+            _save_and_die_at(n, new_model, path)
         _, status = os.waitpid(pid, 0)
         got = _outputs(path, x)
         assert torch.equal(got, outputs["old"]) or torch.equal(got, outputs["new"]), n
