@@ -82,24 +82,63 @@ def test_random_crop_flip_is_a_crop_of_the_padded_image() -> None:
         assert found
 
 
-def test_unpacked_cifar_folder_is_read(tmp_path: Path) -> None:
+def _fake_members() -> tuple[RemoteFile, ...]:
+    """The md5 of each file of the fake archive (so that a test can register the fake as a data set)."""
+    with tarfile.open(fileobj=io.BytesIO(_fake_cifar_archive())) as tar:
+        return tuple(
+            RemoteFile(m.name.split("/")[-1], hashlib.md5(tar.extractfile(m).read()).hexdigest())  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        )
+
+
+def _register_fake_cifar10(monkeypatch: pytest.MonkeyPatch, **changes: object) -> None:
+    base = data.DATASETS["cifar10"]
+    fields = dict(files=base.files, members=_fake_members(), **changes)
+    monkeypatch.setitem(data.DATASETS, "cifar10", DatasetInfo(10, 3, 32, base.mean, base.std, True, **fields))  # type: ignore[arg-type]
+
+
+def test_unpacked_cifar_folder_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with tarfile.open(fileobj=io.BytesIO(_fake_cifar_archive())) as tar:
         tar.extractall(tmp_path, filter="data")
+    with pytest.raises(DataError, match="data_batch_1 has md5 .* expected c99cafc1"):  # not the real CIFAR-10
+        data.load_arrays("cifar10", tmp_path)
+    _register_fake_cifar10(monkeypatch)  # now it is "CIFAR-10"
     arrays = data.load_arrays("cifar10", tmp_path)
     assert arrays["train"][0].shape == (50, 3, 32, 32)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "r+b") as f:  # one changed byte in one member
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(DataError, match="data_batch_3 has md5"):
+        data.load_arrays("cifar10", tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "r+b") as f:
+        f.seek(200)
+        f.write(byte)
+    data.load_arrays("cifar10", tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
-    with pytest.raises(DataError, match="not a complete CIFAR folder"):
+    with pytest.raises(DataError, match="test_batch is missing"):
         data.load_arrays("cifar10", tmp_path)
 
 
-def test_unpacked_folder_is_not_taken_for_the_rebuild(tmp_path: Path) -> None:
+def test_unpacked_folder_is_not_taken_for_the_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with tarfile.open(fileobj=io.BytesIO(_fake_cifar_archive())) as tar:
         tar.extractall(tmp_path, filter="data")
-    with pytest.raises(DataError, match=r"data_batch_1 has md5 .* not CIFAR-10 \(JPEG-75 rebuild\)"):
+    _register_fake_cifar10(monkeypatch)  # the fake plays the original CIFAR-10
+    with pytest.raises(DataError, match=r"data_batch_1 has md5 .* it is cifar10 \(use data.name=cifar10\)"):
         data.load_arrays("cifar10-jpeg75", tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").unlink()
     with pytest.raises(DataError, match="data_batch_1 is missing"):
         data.load_arrays("cifar10-jpeg75", tmp_path)
+
+
+def test_unpacked_rebuild_is_never_taken_for_cifar10(shared_data: Path, tmp_path: Path) -> None:
+    with tarfile.open(shared_data / "cifar10-jpeg75" / "cifar-10-jpeg75-python.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    with pytest.raises(DataError, match=r"it is CIFAR-10 \(JPEG-75 rebuild\) \(use data.name=cifar10-jpeg75\)"):
+        data.load_arrays("cifar10", tmp_path)
+    assert data.load_arrays("cifar10-jpeg75", tmp_path)["test"][0].shape == (10000, 3, 32, 32)
 
 
 def _fake_cifar_archive() -> bytes:
@@ -142,7 +181,15 @@ def test_download_with_right_and_wrong_md5(server: str, tmp_path: Path, monkeypa
     good = hashlib.md5(blob).hexdigest()
     base = data.DATASETS["cifar10"]
     fake = DatasetInfo(
-        10, 3, 32, base.mean, base.std, True, urls=(server,), files=(RemoteFile("cifar-10-python.tar.gz", good),)
+        10,
+        3,
+        32,
+        base.mean,
+        base.std,
+        True,
+        urls=(server,),
+        files=(RemoteFile("cifar-10-python.tar.gz", good),),
+        members=_fake_members(),
     )
     monkeypatch.setitem(data.DATASETS, "cifar10", fake)
     arrays = data.load_arrays("cifar10", tmp_path / "root")

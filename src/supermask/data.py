@@ -49,7 +49,7 @@ class DatasetInfo:
     urls: tuple[str, ...] = ()
     files: tuple[RemoteFile, ...] = ()
     note: str = ""
-    # md5 of each file of the unpacked folder; when given, an unpacked folder is read only if all match
+    # md5 of each file read from an unpacked folder: such a folder is read only if every one matches
     members: tuple[RemoteFile, ...] = ()
 
 
@@ -64,6 +64,19 @@ _FASHION_FILES = (
     RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
     RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
     RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+)
+# md5 of each file of the unpacked originals (as published with the data sets, and checked by torchvision)
+_CIFAR10_MEMBERS = (
+    RemoteFile("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+    RemoteFile("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+    RemoteFile("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+    RemoteFile("data_batch_4", "634d18415352ddfa80567beed471001a"),
+    RemoteFile("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+    RemoteFile("test_batch", "40351d587109b95175f43aff81a1287e"),
+)
+_CIFAR100_MEMBERS = (
+    RemoteFile("train", "16019d7e3df5f24257cddd939b257f8d"),
+    RemoteFile("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),
 )
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -98,6 +111,7 @@ DATASETS: dict[str, DatasetInfo] = {
         True,
         urls=("https://www.cs.toronto.edu/~kriz/",),
         files=(RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
+        members=_CIFAR10_MEMBERS,
     ),
     "cifar10-jpeg75": DatasetInfo(
         10,
@@ -126,6 +140,7 @@ DATASETS: dict[str, DatasetInfo] = {
         True,
         urls=("https://www.cs.toronto.edu/~kriz/",),
         files=(RemoteFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
+        members=_CIFAR100_MEMBERS,
     ),
     "imagenet": DatasetInfo(
         1000,
@@ -295,8 +310,6 @@ def load_arrays(name: str, root: str | os.PathLike[str] | None) -> dict[str, tup
     base = Path(root).expanduser() if root else default_root()
     unpacked = _UNPACKED.get(name)
     if unpacked and root and (base / unpacked).is_dir():  # the standard unpacked folder, as torchvision leaves it
-        if info.members:
-            check_members(name, base / unpacked, info)
         return _read_cifar_folder(name, base / unpacked)
     files = fetch(name, base, info)
     if name in ("mnist", "fashion-mnist"):
@@ -317,33 +330,30 @@ def load_arrays(name: str, root: str | os.PathLike[str] | None) -> dict[str, tup
     return _read_cifar_folder(name, inner)
 
 
-# Unpacked folders: the original data sets are read as they are; the rebuild only if each file's md5
-# matches (DatasetInfo.members), so a folder of the original can never pass for it or the reverse.
+# Unpacked folders. Each is read only after every file it is read from matches its md5
+# (DatasetInfo.members), so one variant can never pass for another (the JPEG-75 rebuild for CIFAR-10,
+# or the reverse), whoever unpacked the folder.
 _UNPACKED = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "cifar10-jpeg75": "cifar-10-batches-py"}
 
 
 def check_members(name: str, folder: Path, info: DatasetInfo) -> None:
-    """Raise :class:`DataError` unless every file of ``info.members`` is in ``folder`` with its md5."""
+    """Raise :class:`DataError` unless every file of ``info.members`` is in ``folder`` with its md5;
+    when a file is that of another known data set, the error names it."""
+    if not info.members:
+        raise DataError(f"{name}: no checksums are known for its unpacked files, so its folder cannot be trusted")
     for member in info.members:
         path = folder / member.name
         if not path.is_file():
             raise DataError(f"{folder} is not a complete {describe(name)} folder: {member.name} is missing")
         got = md5sum(path)
         if got != member.md5:
-            raise DataError(
-                f"{path} has md5 {got}, expected {member.md5}: this folder is not {describe(name)} "
-                f"(for the original CIFAR-10 use data.name=cifar10), or the file is corrupt"
-            )
+            other = next((n for n, i in DATASETS.items() for m in i.members if m.md5 == got), None)
+            what = f"it is {describe(other)} (use data.name={other})" if other else "it is corrupt or another variant"
+            raise DataError(f"{path} has md5 {got}, expected {member.md5} for {describe(name)}: {what}")
 
 
 def _read_cifar_folder(name: str, inner: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    missing = [
-        f
-        for f in (["train", "test"] if name == "cifar100" else ["data_batch_1", "test_batch"])
-        if not (inner / f).is_file()
-    ]
-    if missing:
-        raise DataError(f"{inner} is not a complete CIFAR folder: {missing} missing")
+    check_members(name, inner, DATASETS[name])
     if name == "cifar100":
         return {s: _load_cifar_batch(inner / s, "fine_labels") for s in ("train", "test")}
     train = [_load_cifar_batch(inner / f"data_batch_{i}", "labels") for i in range(1, 6)]
