@@ -172,7 +172,7 @@ def test_sweep_resumes_and_report_writes_png(tmp_path: Path) -> None:
     png = (tmp_path / "grid" / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     table = (tmp_path / "grid" / "results.md").read_text()
-    assert table.count("| digits | mlp |") == 2 and table.count("± ") == 2  # two seeds per row
+    assert table.count("| digits | mlp |") == 2 and table.count(" | 2 | ") == 2 and table.count(" ± ") == 3  # two rows and the note
     assert (tmp_path / "grid" / "results.csv").read_text().startswith("dataset,model,width,method")
     assert len((tmp_path / "grid" / "runs.csv").read_text().splitlines()) == 1 + 4
     assert not (tmp_path / "grid" / "curves.png").exists()  # 3 epochs: too short for learning curves
@@ -224,7 +224,7 @@ def test_report_plot_with_widths_bernoulli_and_dense(tmp_path: Path) -> None:
     def row(width: float, method: str, init: str, k: float | None, acc: float) -> dict:
         kept = 100 * (k or 1.0)
         return dict(dataset="d", model="conv4", width=width, method=method, weight_init=init, k=k, epochs=2,
-                    kept_percent=kept, seeds=1, accuracy_mean=acc, accuracy_std=None)  # fmt: skip
+                    kept_percent=kept, seeds=1, accuracy_mean=acc, accuracy_std=None, settings="")  # fmt: skip
 
     summary = [row(w, "edge-popup", "signed_constant", 0.5, 40 + w) for w in (0.5, 1.0, 2.0)]
     summary += [row(w, "dense", "learned", None, 45 + w) for w in (0.5, 1.0)]
@@ -247,10 +247,33 @@ def test_report_gives_no_std_for_one_seed(tmp_path: Path) -> None:
     result("a1", "edge-popup", 1, 0.52)
     result("b0", "dense", 0, 0.60)
     write_report(tmp_path)
-    rows = (tmp_path / "results.md").read_text().splitlines()[2:]
+    rows = [r for r in (tmp_path / "results.md").read_text().splitlines()[2:] if r.startswith("|")]
     assert [r.split("|")[-2].strip() for r in rows] == ["60.00", "51.00 ± 1.41"]
     csv_rows = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_rows[1].endswith(",60.0,")  # the std column is empty, not 0
+
+
+def test_report_never_pools_different_experiments(tmp_path: Path) -> None:
+    """Runs that differ in any setting (here scale_fan, lr, or a seed run twice) are separate rows with
+    n = distinct seeds; runs.csv and the table show the setting that tells them apart; one series per row."""
+    from supermask.report import _series, collect, summarise, write_report
+
+    common = [f"train.out_dir={tmp_path}", "train.epochs=1", "train.max_steps=2"]
+    for seed in (0, 1):
+        for extra in ([], ["supermask.scale_fan=true"], ["optim.lr=0.05"]):
+            name = f"s{seed}-{'-'.join(extra) or 'plain'}"
+            train(load_run_config(None, [*common, *extra, f"train.seed={seed}", f"train.run_name={name}"]), log=print)
+    # the same experiment and seed run again elsewhere (e.g. another machine): one seed, not two
+    train(load_run_config(None, [*common, "train.seed=0", "train.run_name=again", "train.threads=1"]), log=print)
+    summary = summarise(collect(tmp_path))
+    assert len(summary) == 3 and all(s["seeds"] == 2 for s in summary)
+    assert sorted(s["runs"] for s in summary) == [2, 2, 3]
+    assert len({s["settings"] for s in summary}) == 3 and all(s["settings"] for s in summary)
+    assert len(_series(summary)) == 3
+    write_report(tmp_path)
+    header = (tmp_path / "runs.csv").read_text().splitlines()[0].split(",")
+    assert "supermask.scale_fan" in header and "optim.lr" in header
+    assert "standard deviation over those n seeds" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize("method", ["edge-popup", "bernoulli"])

@@ -1,4 +1,10 @@
-"""Results tables and the accuracy-vs-kept-fraction plot of a folder of runs."""
+"""Results tables and the accuracy-vs-kept-fraction plot of a folder of runs.
+
+Runs are grouped on their whole resolved config except the seed (and the bookkeeping keys of
+:data:`supermask.runconfig.BOOKKEEPING_KEYS`): two runs share a row only when they are the same
+experiment. A row's n is its number of distinct seeds and its ± is the standard deviation over them.
+Every setting that differs between rows is shown, so no two rows look alike.
+"""
 
 from __future__ import annotations
 
@@ -9,46 +15,134 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from supermask.core.convert import SupermaskError
+import yaml
+
+from supermask.errors import SupermaskError
+
+# The settings every table shows in columns of their own (flattened experiment-key names).
+SHOWN = {
+    "data.name": "data set",
+    "model.name": "model",
+    "model.width": "width",
+    "supermask.method": "method",
+    "supermask.weight_init": "weight init",
+    "supermask.k": "k",
+    "train.epochs": "epochs",
+}
+
+
+def _resolved_config(result: dict[str, Any], folder: Path) -> dict[str, Any] | None:
+    """The run's full resolved config: from result.json, else its config.yaml; None when neither has one."""
+    from supermask.runconfig import from_dict
+
+    raw = result.get("config")
+    if not isinstance(raw, dict) and (folder / "config.yaml").is_file():
+        try:
+            raw = yaml.safe_load((folder / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            raw = None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return from_dict(raw).to_dict()
+    except SupermaskError:
+        return None
+
+
+def _flatten(config: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
 
 
 def collect(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every ``result.json`` below ``runs_dir``."""
+    """Every ``result.json`` below ``runs_dir``, with ``experiment``: its flattened experiment key."""
+    from supermask.runconfig import experiment_key
+
     rows = []
     for path in sorted(runs_dir.rglob("result.json")):
         try:
-            rows.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:
+            row = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
             continue
+        if not isinstance(row, dict) or "accuracy" not in row:
+            continue
+        config = _resolved_config(row, path.parent)
+        if config is not None:
+            row["experiment"] = _flatten(experiment_key(config))
+        else:  # a result without its config (written before configs were kept): its own fields
+            row["experiment"] = {
+                "data.name": row.get("dataset"),
+                "model.name": row.get("model"),
+                "model.width": row.get("width"),
+                "supermask.method": row.get("method"),
+                "supermask.weight_init": row.get("weight_init"),
+                "supermask.scale_fan": row.get("scale_fan", False),
+                "supermask.k": row.get("k") if str(row.get("method")).startswith("edge-popup") else None,
+                "train.epochs": row.get("epochs"),
+            }
+        rows.append(row)
     return rows
 
 
+def _varying(experiments: list[dict[str, Any]]) -> list[str]:
+    """Keys whose value differs between experiments (in a stable order), beyond those shown in columns."""
+    keys: list[str] = []
+    for e in experiments:
+        keys.extend(k for k in e if k not in keys)
+    return [k for k in keys if k not in SHOWN and len({json.dumps(e.get(k), default=str) for e in experiments}) > 1]
+
+
+def _label(value: Any) -> str:
+    return (
+        json.dumps(value)
+        if isinstance(value, (list, dict))
+        else str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+    )
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std of accuracy over seeds, per (dataset, model, width, method, init, k); std is None for one seed."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    """One row per experiment: mean and std of test accuracy over its distinct seeds (std None for one
+    seed). Runs of one experiment and seed made twice (e.g. on two machines) are averaged into one value."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        k = r["k"] if str(r["method"]).startswith("edge-popup") else None
-        init = r["weight_init"] + ("+scale_fan" if r.get("scale_fan") else "")
-        groups[(r["dataset"], r["model"], r["width"], r["method"], init, k, r["epochs"])].append(r)
+        groups[json.dumps(r["experiment"], sort_keys=True, default=str)].append(r)
+    experiments = [rs[0]["experiment"] for rs in groups.values()]
+    varying = _varying(experiments)
     out = []
-    for (dataset, model, width, method, init, k, epochs), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        accs = [r["accuracy"] for r in rs]
-        kept = [r["kept_fraction"] for r in rs]
+    for rs in groups.values():
+        e = rs[0]["experiment"]
+        by_seed: dict[Any, list[float]] = defaultdict(list)
+        for r in rs:
+            by_seed[r.get("seed")].append(float(r["accuracy"]))
+        accs = [statistics.mean(v) for v in by_seed.values()]
+        method = e.get("supermask.method")
         out.append(
             {
-                "dataset": dataset,
-                "model": model,
-                "width": width,
+                "dataset": rs[0].get("dataset", e.get("data.name")),
+                "model": e.get("model.name"),
+                "width": e.get("model.width"),
                 "method": method,
-                "weight_init": init if method != "dense" else "learned",
-                "k": k,
-                "epochs": epochs,
-                "kept_percent": 100 * statistics.mean(kept),
-                "seeds": len(rs),
+                "weight_init": f"learned from {e.get('supermask.weight_init')}"
+                if method == "dense"
+                else e.get("supermask.weight_init"),
+                "k": e.get("supermask.k") if str(method).startswith("edge-popup") else None,
+                "epochs": e.get("train.epochs"),
+                "settings": "; ".join(f"{k}={_label(e.get(k))}" for k in varying),
+                "kept_percent": 100 * statistics.mean(float(r["kept_fraction"]) for r in rs),
+                "seeds": len(by_seed),
+                "runs": len(rs),
                 "accuracy_mean": 100 * statistics.mean(accs),
                 "accuracy_std": 100 * statistics.stdev(accs) if len(accs) > 1 else None,  # one seed: unknown
+                **{f"setting:{k}": e.get(k) for k in varying},
             }
         )
+    out.sort(
+        key=lambda s: (
+            [str(s[k]) for k in ("dataset", "model", "width", "method", "weight_init", "settings")]
+            + [s["kept_percent"]]
+        )
+    )
     return out
 
 
@@ -59,44 +153,37 @@ def _mean_std(mean: float, std: float | None) -> str:
 def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
     """Write ``results.md``, ``results.csv``, ``runs.csv``, ``results.png`` and, when at most
     :data:`MAX_CURVES` runs of 5 or more epochs left their ``metrics.jsonl``, ``curves.png``; return their paths."""
+    from supermask.fileio import atomic_write, make_dirs
+
     rows = collect(runs_dir)
     if not rows:
         raise SupermaskError(f"no finished runs (result.json) below {runs_dir}")
     summary = summarise(rows)
-    out = out or runs_dir
-    out.mkdir(parents=True, exist_ok=True)
-    fields = list(summary[0])
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(summary)
+    out = make_dirs(out or runs_dir)
+    fields = [k for k in summary[0] if not k.startswith("setting:")]
+    atomic_write(out / "results.csv", _csv(summary, fields))
     lines = [
-        "| data set | model | width | method | weight init | % kept | epochs | seeds | test accuracy (%) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| data set | model | width | method | weight init | other settings | % kept | epochs | n | test accuracy (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(
             f"| {s['dataset']} | {s['model']} | {s['width']} | {s['method']} | {s['weight_init']} | "
-            f"{s['kept_percent']:.1f} | {s['epochs']} | {s['seeds']} | "
+            f"{s['settings'] or '-'} | {s['kept_percent']:.1f} | {s['epochs']} | {s['seeds']} | "
             f"{_mean_std(s['accuracy_mean'], s['accuracy_std'])} |"
         )
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    run_fields = [
-        "dataset",
-        "model",
-        "width",
-        "method",
-        "weight_init",
-        "k",
-        "seed",
-        "epochs",
-        "kept_fraction",
-        "accuracy",
-    ]
-    with open(out / "runs.csv", "w", newline="") as f:  # one row per run: the data behind the summary
-        writer = csv.DictWriter(f, fieldnames=run_fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: [str(r.get(k)) for k in run_fields]))
+    lines.append("")
+    lines.append(
+        "Each row is one experiment (runs grouped on their whole config except the seed); n is its number of "
+        "distinct seeds, and ± is the standard deviation over those n seeds (none for n = 1)."
+    )
+    atomic_write(out / "results.md", "\n".join(lines) + "\n")
+    varying = _varying([r["experiment"] for r in rows])
+    run_fields = ["dataset", "model", "width", "method", "weight_init", "k", *varying, "seed", "epochs"]
+    run_fields += ["kept_fraction", "accuracy", "hardware"]
+    flat = [{**{k: r["experiment"].get(k) for k in varying}, **r} for r in rows]
+    flat.sort(key=lambda r: [str(r.get(k)) for k in run_fields])
+    atomic_write(out / "runs.csv", _csv(flat, run_fields))  # one row per run: the data behind the summary
     devices = sorted({str(r.get("hardware") or r.get("device", "?")) for r in rows})
     paths = [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png", devices)]
     curves = learning_curves(runs_dir)
@@ -104,6 +191,16 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
         datasets = ", ".join(sorted({str(r["dataset"]) for r in rows}))
         paths.append(plot_curves(curves, out / "curves.png", f"{datasets}: learning curves", devices))
     return paths
+
+
+def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 MAX_CURVES = 12  # more would not be readable in one plot
@@ -152,13 +249,28 @@ def plot_curves(
     return path
 
 
-MARKERS = {"signed_constant": "o", "signed_constant+scale_fan": "^", "kaiming_normal": "s"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def _series(summary: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """Rows of one line: the same experiment but for k (edge-popup's x axis)."""
+    lines: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for s in summary:
+        key = (s["dataset"], s["model"], s["width"], s["method"], s["weight_init"], s["epochs"], s["settings"])
+        lines[key].append(s)
+    return lines
+
+
+def _short(settings: str) -> str:
+    """``optim.lr=0.1; supermask.scale_fan=true`` -> ``lr=0.1; scale_fan=true`` (for legends)."""
+    return "; ".join(part.split(".", 1)[-1] for part in settings.split("; "))
 
 
 def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = None) -> Path:
-    """Accuracy against % of weights kept, one colour per (model, width): a line per method and init,
-    dense as a dashed line. When a model was run at several widths, a second panel plots accuracy
-    against width for edge-popup at k = 0.5 (the paper's Figure 3 setting) and dense."""
+    """Accuracy against % of weights kept: one line per series (same experiment but for k), each with its
+    own colour and legend entry; learned dense weights as a dashed line. Error bars: std over n seeds.
+    When a model was run at several widths, a second panel plots accuracy against width for
+    edge-popup at k = 0.5 (the paper's Figure 3 setting) and dense."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,51 +280,56 @@ def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = 
     for s in summary:
         widths[s["model"]].add(s["width"])
     width_panel = any(len(w) > 1 for w in widths.values())
-    fig, axes = plt.subplots(1, 2 if width_panel else 1, figsize=(12 if width_panel else 7, 4.5), squeeze=False)
+    series = sorted(_series(summary).items(), key=lambda kv: str(kv[0]))
+    height = 4.5 + 0.14 * len(series)  # room for the legend below the axes
+    fig, axes = plt.subplots(1, 2 if width_panel else 1, figsize=(13 if width_panel else 8, height), squeeze=False)
     ax = axes[0][0]
-    groups = sorted({(s["model"], s["width"]) for s in summary}, key=str)
-    colour = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}
-    lines: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for s in summary:
-        lines[(s["dataset"], s["model"], s["width"], s["method"], s["weight_init"])].append(s)
-    for (_dataset, model, width, method, init), pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
+    palette = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
+    for i, ((_d, model, width, method, init, _e, settings), pts) in enumerate(series):
         pts.sort(key=lambda p: p["kept_percent"])
+        n = sorted({p["seeds"] for p in pts})
         label = f"{model}" + (f" w{width}" if width != 1.0 else "") + f" {method}"
         label += f" ({init})" if method != "dense" else ""
+        label += f" [{_short(settings)}]" if settings else ""
+        label += f" n={'/'.join(map(str, n))}"
+        colour = palette(i % palette.N)
         xs = [p["kept_percent"] for p in pts]
         ys = [p["accuracy_mean"] for p in pts]
         es = [p["accuracy_std"] or 0.0 for p in pts]
-        c = colour[(model, width)]
-        if method == "dense":
-            ax.axhline(ys[0], linestyle="--", linewidth=1, label=label, color=c)
+        if method == "dense" and len(pts) == 1:
+            ax.axhline(ys[0], linestyle="--", linewidth=1, label=label, color=colour)
         else:
-            marker = "D" if method == "bernoulli" else MARKERS.get(init, "v")
+            marker = MARKERS[(i // palette.N) % len(MARKERS)] if len(series) > palette.N else MARKERS[i % len(MARKERS)]
             style = "-" if len(pts) > 1 else ""
-            ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle=style, label=label, capsize=3, color=c)
+            ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle=style, label=label, capsize=3, color=colour)
     ax.set_xlabel("% of weights kept (k)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
     if width_panel:
         wax = axes[0][1]
         for model in sorted(m for m, w in widths.items() if len(w) > 1):
-            for method, keep in (
+            for name, keep in (
                 ("edge-popup k=0.5", lambda s: s["method"] == "edge-popup" and s["k"] == 0.5),
                 ("dense", lambda s: s["method"] == "dense"),
             ):
-                plain = ("signed_constant", "learned")  # not kaiming_normal or scale_fan: one line each
-                pts = sorted(
-                    (s for s in summary if s["model"] == model and keep(s) and s["weight_init"] in plain),
-                    key=lambda p: p["width"],
-                )
-                if pts:
+                by_settings: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+                for s in summary:
+                    if s["model"] == model and keep(s):
+                        by_settings[(s["weight_init"], s["settings"])].append(s)
+                for (init, settings), pts in sorted(by_settings.items()):
+                    if len(pts) < 2:
+                        continue
+                    pts.sort(key=lambda p: p["width"])
+                    extra = f" ({init})" if name != "dense" else ""
+                    extra += f" [{_short(settings)}]" if settings else ""
                     wax.errorbar(
                         [p["width"] for p in pts],
                         [p["accuracy_mean"] for p in pts],
                         yerr=[p["accuracy_std"] or 0.0 for p in pts],
                         marker="o",
-                        linestyle="--" if method == "dense" else "-",
-                        label=f"{model} {method}",
+                        linestyle="--" if name == "dense" else "-",
+                        label=f"{model} {name}{extra}",
                         capsize=3,
                     )
         wax.set_xscale("log", base=2)
@@ -221,11 +338,14 @@ def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = 
         wax.set_xlabel("width multiplier")
         wax.set_ylabel("test accuracy (%)")
         wax.grid(alpha=0.3)
-        wax.legend(fontsize=7)
-    datasets = sorted({s["dataset"] for s in summary})
-    epochs = sorted({s["epochs"] for s in summary})
+        wax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
+    datasets = sorted({str(s["dataset"]) for s in summary})
+    epochs = sorted({str(s["epochs"]) for s in summary})
     where = f", on {'/'.join(devices)}" if devices else ""
-    fig.suptitle(f"{', '.join(datasets)}: {'/'.join(map(str, epochs))} epochs{where}")
+    fig.suptitle(
+        f"{', '.join(datasets)}: {'/'.join(epochs)} epochs{where}\nmean over n seeds; error bars: std over the n seeds",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
