@@ -172,7 +172,9 @@ def test_sweep_resumes_and_report_writes_png(tmp_path: Path) -> None:
     png = (tmp_path / "grid" / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     table = (tmp_path / "grid" / "results.md").read_text()
-    assert table.count("| digits | mlp |") == 2 and table.count(" | 2 | ") == 2 and table.count(" ± ") == 3  # two rows and the note
+    assert (
+        table.count("| digits | mlp |") == 2 and table.count(" | 2 | ") == 2 and table.count(" ± ") == 3
+    )  # two rows and the note
     assert (tmp_path / "grid" / "results.csv").read_text().startswith("dataset,model,width,method")
     assert len((tmp_path / "grid" / "runs.csv").read_text().splitlines()) == 1 + 4
     assert not (tmp_path / "grid" / "curves.png").exists()  # 3 epochs: too short for learning curves

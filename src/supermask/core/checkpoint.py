@@ -109,9 +109,11 @@ def save(
     model.train(was)
     skip = _regenerable_keys(model)
     state = {k: v for k, v in model.state_dict().items() if k not in skip}
-    for key, value in state.items():
-        tensors[f"state/{key}"] = value.detach().cpu().contiguous()
-    blob = st_save(tensors)
+    state_aliases = _store_state(state, tensors)
+    try:
+        blob = st_save(tensors)
+    except Exception as exc:  # safetensors refuses partly overlapping tensors with its own error types
+        raise SupermaskError(f"the model's state cannot be stored: {exc}") from exc
     digest = hashlib.sha256(blob).hexdigest()
     report: Any = model.supermask_report
     meta: dict[str, Any] = {
@@ -124,6 +126,7 @@ def save(
         "layers": layers,
         "left_dense": list(report.left_dense),
         "has_scores": include_scores,
+        "state_aliases": state_aliases,
         "metadata": metadata or {},
         "tensors_file": f"supermask-{digest[:16]}.safetensors",
         "tensors_sha256": digest,
@@ -143,6 +146,27 @@ def save(
             except OSError as exc:
                 raise StorageError(f"cannot remove the replaced tensors file {old}: {exc.strerror or exc}") from exc
     return out
+
+
+def _store_state(state: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Put each state tensor in ``tensors`` once: a tensor reached under several keys (a shared module, tied
+    weights) is stored under its first key, and ``{other key: first key}`` is returned."""
+    first: dict[tuple[Any, ...], str] = {}
+    aliases: dict[str, str] = {}
+    for key, value in state.items():
+        identity = (
+            value.untyped_storage().data_ptr(),
+            value.storage_offset(),
+            value.shape,
+            value.stride(),
+            value.dtype,
+        )
+        if value.numel() and identity in first:
+            aliases[key] = first[identity]
+            continue
+        first[identity] = key
+        tensors[f"state/{key}"] = value.detach().cpu().contiguous()
+    return aliases
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -211,6 +235,9 @@ def read_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], 
     _check_layers(_expect(meta, "layers", dict, where), where)
     _expect(meta, "left_dense", list, where)
     _expect(meta, "has_scores", bool, where)
+    aliases = _expect(meta, "state_aliases", dict, where)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
+        raise CheckpointError(f"{where}: state_aliases must map names to names")
     _expect(meta, "metadata", dict, where)
     name = _expect(meta, "tensors_file", str, where)
     expected_bytes = _expect(meta, "tensors_bytes", int, where)
@@ -282,6 +309,10 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     if set(converted) != set(layers):
         raise CheckpointError(f"wrong architecture: converted {sorted(converted)}, checkpoint has {sorted(layers)}")
     state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
+    for alias, key in meta["state_aliases"].items():
+        if key not in state:
+            raise CheckpointError(f"state {alias!r} is recorded as {key!r}, which the checkpoint does not hold")
+        state[alias] = state[key]
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
