@@ -299,7 +299,8 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise SupermaskConfigError(f"config file {p} does not exist")
+            hint = " (an override needs '=', e.g. supermask.k=0.3)" if p.suffix not in (".yaml", ".yml") else ""
+            raise SupermaskConfigError(f"config file {p} does not exist{hint}")
         try:
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as exc:

@@ -243,6 +243,17 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, world: int) -> dict[str, Any]
     return state
 
 
+def _finished_result(run_dir: Path, state: dict[str, Any] | None, epochs: int) -> dict[str, Any] | None:
+    """The stored result of a run that trained all its epochs and was exported, else None."""
+    if state is None or state.get("epoch", 0) < epochs or not (run_dir / RESULT).is_file():
+        return None
+    try:
+        result = json.loads((run_dir / RESULT).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # re-evaluated and written again
+    return result if isinstance(result, dict) else None
+
+
 def _all_finite(model: nn.Module) -> bool:
     """Whether every trainable parameter is finite (one pass; catches a NaN made by an epoch's last step)."""
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
@@ -305,6 +316,11 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     try:
         with _execution(cfg):
             state = prepare_run_dir(cfg, run_dir, world)
+            finished = _finished_result(run_dir, state, cfg.train.epochs)
+            if finished is not None:
+                if master:
+                    log(f"{run_dir} is finished already: its result is kept")
+                return finished
             return _train(cfg, log, state, world, rank)
     finally:
         if lock is not None:

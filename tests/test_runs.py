@@ -1,0 +1,298 @@
+"""Runs are never mixed, overwritten or lost; config errors are one line; sweeps scale out (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from supermask import cli
+from supermask.core.config import SupermaskConfig
+from supermask.errors import RunBusyError, StorageError, SupermaskConfigError, TrainingError
+from supermask.runconfig import from_dict, load_run_config
+from supermask.train import RunLock, prepare_run_dir, train
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+QUIET = {"log": lambda *_: None}
+
+
+def cfg_for(tmp_path: Path, *items: str) -> Any:
+    return load_run_config(None, [f"train.out_dir={tmp_path}", "train.run_name=r", "train.epochs=2", *items])
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supermask", *args], cwd=cwd, capture_output=True, text=True, env=ENV, timeout=300
+    )
+
+
+# --- one writer per run directory ----------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_at_once_and_the_first_is_unharmed(tmp_path: Path) -> None:
+    cfg = cfg_for(tmp_path)
+    with RunLock(cfg.run_dir()):  # another process's run, as far as the CLI below can tell
+        busy = run_cli("train", f"train.out_dir={tmp_path}", "train.run_name=r", cwd=tmp_path)
+        with pytest.raises(RunBusyError, match="in use by another supermask process"):
+            train(cfg, **QUIET)
+    assert busy.returncode == cli.EXIT_BUSY
+    assert busy.stderr.count("\n") == 1 and "in use by another supermask process" in busy.stderr
+    assert not (cfg.run_dir() / "config.yaml").exists()  # the refused run wrote nothing
+    result = train(cfg, **QUIET)  # the lock is released with its holder
+    assert len((cfg.run_dir() / "metrics.jsonl").read_text().splitlines()) == 2 and result["accuracy"] > 0.5
+
+
+def test_resume_false_never_replaces_a_run(tmp_path: Path) -> None:
+    first = train(cfg_for(tmp_path), **QUIET)
+    with pytest.raises(TrainingError, match="holds a finished run and train.resume=false"):
+        train(cfg_for(tmp_path, "train.resume=false"), **QUIET)
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["accuracy"] == first["accuracy"]
+    with pytest.raises(TrainingError, match=r"different config \(supermask.k: 0.5 -> 0.3\)"):
+        train(cfg_for(tmp_path, "supermask.k=0.3"), **QUIET)
+    again = train(cfg_for(tmp_path, "supermask.k=0.3", "train.resume=false", "train.overwrite=true"), **QUIET)
+    assert again["k"] == 0.3 and json.loads((tmp_path / "r" / "result.json").read_text())["k"] == 0.3
+
+
+def test_bookkeeping_keys_do_not_block_a_resume(tmp_path: Path) -> None:
+    train(cfg_for(tmp_path), **QUIET)
+    again = train(cfg_for(tmp_path, "train.progress=none", "data.eval_batch_size=7", "train.threads=1"), **QUIET)
+    assert again["epochs"] == 2
+
+
+def _stop_after_first_epoch(message: str) -> None:
+    if message.startswith("epoch 1/"):
+        raise KeyboardInterrupt  # as if killed right after epoch 1's checkpoint
+
+
+def test_world_size_change_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    cfg = cfg_for(tmp_path, "train.epochs=3")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, log=_stop_after_first_epoch)
+    with pytest.raises(TrainingError, match=r"trained with 1 process\(es\) \(global batch 64\); resuming with 2"):
+        prepare_run_dir(cfg, cfg.run_dir(), world=2)
+    state = prepare_run_dir(cfg_for(tmp_path, "train.epochs=3", "train.allow_world_size_change=true"), cfg.run_dir(), 2)
+    assert state is not None and state["epoch"] == 1
+
+
+def test_result_records_what_every_epoch_ran_on(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tmp_path, "train.epochs=3", "train.threads=2"), log=_stop_after_first_epoch)
+    result = train(cfg_for(tmp_path, "train.epochs=3", "train.threads=1"), **QUIET)
+    ran_on = [{k: r[k] for k in ("epochs", "threads", "world_size", "device")} for r in result["ran_on"]]
+    assert ran_on == [
+        {"epochs": [1, 1], "threads": 2, "world_size": 1, "device": "cpu"},
+        {"epochs": [2, 3], "threads": 1, "world_size": 1, "device": "cpu"},
+    ]
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["threads"] for r in rows] == [2, 1, 1]
+
+
+# --- NaN and OS errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["edge-popup", "dense"])
+def test_a_nan_made_by_the_last_step_of_an_epoch_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    real = torch.optim.SGD.step
+    calls = {"n": 0}
+    steps_per_epoch = -(-1437 // 64)  # digits: 1437 training images, batch 64
+
+    def poisoned(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2 * steps_per_epoch:  # the very last step of epoch 2: its loss was still finite
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", poisoned)
+    cfg = cfg_for(tmp_path, "train.epochs=3", f"supermask.method={method}")
+    with pytest.raises(TrainingError, match=r"non-finite in epoch 2; stopped.*after epoch 1"):
+        train(cfg, **QUIET)
+    assert torch.load(tmp_path / "r" / "train_state.pt", weights_only=True)["epoch"] == 1
+
+
+def test_disk_full_names_the_path_keeps_the_last_checkpoint_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import supermask.fileio as fileio
+
+    real = fileio._open_new
+    writes = {"n": 0}
+
+    def full_disk(path: Path):  # type: ignore[no-untyped-def]
+        f = real(path)
+        if path.name.startswith(f"{fileio.TEMP_PREFIX}train_state.pt"):
+            writes["n"] += 1
+            if writes["n"] == 2:  # epoch 2's checkpoint
+
+                def fail(data: bytes) -> int:
+                    raise OSError(28, "No space left on device")
+
+                f.write = fail  # type: ignore[method-assign]
+        return f
+
+    monkeypatch.setattr(fileio, "_open_new", full_disk)
+    with pytest.raises(StorageError, match=r"cannot write .*train_state.pt: No space left on device"):
+        train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
+    assert torch.load(tmp_path / "r" / "train_state.pt", weights_only=True)["epoch"] == 1
+    assert not [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(fileio.TEMP_PREFIX)]
+
+
+def test_an_unwritable_output_is_one_line_naming_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    assert cli.main(["train", f"train.out_dir={tmp_path / 'file' / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "file" / "runs") in err
+
+
+# --- config errors: one line, before any work ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("supermask.scale_fan=n", "supermask.scale_fan=n must be true or false"),
+        ("supermask.scale_fan=off", "must be true or false"),
+        ("train.compile=1", "train.compile=1 must be true or false"),
+        ("supermask.first_layer_dense=yes", "must be true or false"),
+        ("supermask.k=abc", "supermask.k=abc must be a finite number"),
+        ("optim.lr=.nan", "must be a finite number"),
+        ("train.epochs=1.5", "train.epochs=1.5 must be an integer"),
+        ("optim.weight_decay=-1e-4", "optim.weight_decay=-0.0001 is out of range: it must be in >= 0"),
+        ("train.max_steps=0", "train.max_steps=0 is out of range"),
+        ("optim.label_smoothing=1", r"optim.label_smoothing=1.0 is out of range: it must be in \[0, 1\)"),
+        ("data.eval_batch_size=0", "data.eval_batch_size=0 is out of range"),
+        ("optim.momentum=1.5", "optim.momentum=1.5 is out of range"),
+        ("data.batch_size=-3", "data.batch_size=-3 is out of range"),
+        ("optim.betas=[0.9]", "must be a list of two numbers"),
+        ("model.name=conv_4", r"model.name='conv_4' is not valid \(did you mean 'conv4'\?\)"),
+        ("optim.lrr=1", "unknown key 'optim.lrr'; did you mean 'optim.lr'?"),
+        ("supermask.methd=dense", "did you mean 'supermask.method'?"),
+        ("trian.epochs=3", "did you mean 'train.epochs'?"),
+        ("supermask.unconverted=train", "unconverted='train' is not valid; choose one of: freeze, learn"),
+        ("train.device=tpu", "train.device='tpu' is not valid"),
+        ("optim.lr=[1", "the value of optim.lr is not valid YAML"),
+        ("supermask.k", r"config file supermask.k does not exist \(an override needs '='"),
+        ("supermask.k=0.3 train.epochs", "is not key=value"),
+    ],
+)
+def test_config_errors_are_one_line(item: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["train", *item.split()]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("supermask: error: ") and err.count("\n") == 1
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_cuda_on_a_cpu_only_build_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert cli.main(["train", "train.device=cuda"]) == 2
+    assert "train.device='cuda' but" in capsys.readouterr().err
+
+
+def test_yaml_numbers_and_bools_follow_yaml_1_2(tmp_path: Path) -> None:
+    cfg = load_run_config(None, ["optim.lr=1e-3", "optim.weight_decay=1.0e38", "supermask.scale_fan=true"])
+    assert cfg.optim.lr == 0.001 and cfg.optim.weight_decay == 1e38 and cfg.supermask["scale_fan"] is True
+    assert load_run_config(None, ["train.seed=010"]).train.seed == 10  # decimal, not YAML 1.1's octal
+    assert load_run_config(None, ["train.run_name=0.10"]).train.run_name == "0.10"  # a name stays as typed
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 5e-2\nsupermask:\n  scale_fan: True\n")
+    assert load_run_config(path, []).optim.lr == 0.05
+    path.write_text("optim:\n  lr: [1, 2\n")
+    with pytest.raises(SupermaskConfigError, match=r"is not valid YAML \(line 3"):
+        load_run_config(path, [])
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(SupermaskConfigError, match="must hold a mapping of sections"):
+        load_run_config(path, [])
+    path.write_text("supermask:\n  scale_fan: no\n")
+    with pytest.raises(SupermaskConfigError, match="must be true or false"):
+        load_run_config(path, [])
+
+
+def test_config_yaml_holds_the_full_resolved_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    train(cfg_for(tmp_path, "train.epochs=1"), **QUIET)
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    fields = {f.name for f in dataclasses.fields(SupermaskConfig)} - {"seed"}
+    assert set(saved["supermask"]) == fields
+    assert from_dict(saved).to_dict() == saved
+    assert cli.main(["train", "--print-config", "supermask.k=0.3", "train.epochs=1"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["supermask"]["k"] == 0.3 and set(printed["supermask"]) == fields
+    assert not (Path.cwd() / "runs" / "mlp-digits-edge-popup-k0.3-s0").exists()  # printed, not run
+
+
+def test_library_errors_share_one_base_and_bugs_keep_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import supermask
+    from supermask import errors
+
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), supermask.SupermaskError)
+    monkeypatch.setattr(cli, "_cmd_report", lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["report", "x"])
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+
+
+def _epoch_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.startswith("epoch "))
+
+
+def test_sweep_runs_one_experiment_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    grid = ["train.epochs=1", "train.max_steps=2", "supermask.method=dense", "supermask.k=0.3,0.5,0.7"]
+    assert cli.main(["sweep", *grid, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the same experiment as mlp-dense_k=0.3; run once") == 2
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["mlp-dense_k=0.3"]
+    scaled = [*grid, "supermask.scale_fan=true"]  # with scale_fan the weights depend on k: three experiments
+    assert cli.main(["sweep", *scaled, "--out", str(tmp_path / "scaled")]) == 0
+    assert len([p for p in (tmp_path / "scaled").iterdir() if p.is_dir()]) == 3
+
+
+def test_sweep_shards_are_disjoint_and_cover_the_grid(tmp_path: Path) -> None:
+    grid = ["train.epochs=1", "train.max_steps=1", "supermask.k=0.3,0.5,0.7", "train.seed=0,1"]
+    for shard in ("1/3", "2/3", "3/3"):
+        assert cli.main(["sweep", *grid, "--out", str(tmp_path / shard[0]), "--shard", shard]) == 0
+    runs = [sorted(p.name for p in (tmp_path / s).iterdir() if p.is_dir()) for s in "123"]
+    assert all(len(r) == 2 for r in runs) and len(set(sum(runs, []))) == 6
+    with pytest.raises(SupermaskConfigError, match="I/N with 1 <= I <= N"):
+        cli._parse_shard("4/3")
+
+
+def test_concurrent_sweeps_never_train_a_run_twice(tmp_path: Path) -> None:
+    """Two sweep processes (one with --jobs 2) on the same --out: every run is trained exactly once."""
+    grid = ["train.epochs=2", "supermask.k=0.3,0.5,0.7", "train.seed=0,1", "--out", "grid"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "supermask", "sweep", *grid, *extra],
+            cwd=tmp_path,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for extra in ([], ["--jobs", "2"])
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    runs = sorted(p for p in (tmp_path / "grid").iterdir() if p.is_dir())
+    assert len(runs) == 6
+    for run in runs:
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # never two runs' metrics in one file
+        assert (run / "result.json").is_file()
+    logs = outputs[0][0] + "".join((r / "train.log").read_text() for r in runs if (r / "train.log").is_file())
+    assert _epoch_lines(logs) == 6 * 2  # 6 runs x 2 epochs, each epoch trained once across both sweeps
