@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,8 @@ class SupermaskConfig:
         _choice("unsupported", self.unsupported, UNSUPPORTED_MODES)
         _choice("bernoulli_eval", self.bernoulli_eval, BERNOULLI_EVAL_MODES)
         _choice("unconverted", self.unconverted, UNCONVERTED_MODES)
+        _check_spec(self.target_modules, "target_modules")
+        _check_spec(self.exclude_modules, "exclude_modules")
         if self.seed < 0:
             raise SupermaskConfigError(f"seed={self.seed!r} must be a non-negative integer")
 
@@ -160,6 +163,21 @@ def _check_types(cfg: SupermaskConfig) -> None:
             raise SupermaskConfigError(f"{f.name}={value!r} must be a string")
         if kind.startswith("dict") and not isinstance(value, dict):
             raise SupermaskConfigError(f"{f.name}={value!r} must be a mapping")
+
+
+def _check_spec(spec: Any, field_name: str) -> None:
+    """None, a valid regex string, or a list of module types and names."""
+    if spec is None or isinstance(spec, str):
+        if isinstance(spec, str):
+            try:
+                re.compile(spec)
+            except re.error as exc:
+                raise SupermaskConfigError(f"{field_name}={spec!r} is not a valid regular expression: {exc}") from exc
+        return
+    if not isinstance(spec, (list, tuple, set)) or not all(isinstance(i, (str, type)) for i in spec):
+        raise SupermaskConfigError(
+            f"{field_name} must be None, a regex string, or a list of module types and names; got {spec!r}"
+        )
 
 
 def check_k(k: float) -> None:

@@ -154,20 +154,6 @@ def _matches(name: str, module: nn.Module, spec: Any) -> bool:
     return False
 
 
-def _check_spec(spec: Any, field_name: str) -> None:
-    if spec is None or isinstance(spec, str):
-        if isinstance(spec, str):
-            try:
-                re.compile(spec)
-            except re.error as exc:
-                raise SupermaskConfigError(f"{field_name}={spec!r} is not a valid regular expression: {exc}") from exc
-        return
-    if not isinstance(spec, (list, tuple, set)) or not all(isinstance(i, (str, type)) for i in spec):
-        raise SupermaskConfigError(
-            f"{field_name} must be None, a regex string, or a list of module types and names; got {spec!r}"
-        )
-
-
 @dataclass
 class _Plan:
     targets: list[tuple[str, Any]]
@@ -198,8 +184,6 @@ def _tied_elsewhere(model: nn.Module, module: nn.Module) -> str | None:
 
 def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     cfg.validate()
-    _check_spec(cfg.target_modules, "target_modules")
-    _check_spec(cfg.exclude_modules, "exclude_modules")
     if any(isinstance(m, SupermaskLayer) for m in model.modules()):
         raise SupermaskError("the model is already converted; call to_supermask on an unconverted model")
     names = _all_names(model)
