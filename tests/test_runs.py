@@ -296,3 +296,43 @@ def test_concurrent_sweeps_never_train_a_run_twice(tmp_path: Path) -> None:
         assert (run / "result.json").is_file()
     logs = outputs[0][0] + "".join((r / "train.log").read_text() for r in runs if (r / "train.log").is_file())
     assert _epoch_lines(logs) == 6 * 2  # 6 runs x 2 epochs, each epoch trained once across both sweeps
+
+
+# --- reproducibility -----------------------------------------------------------------------------
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("method", ["dense", "edge-popup"])
+def test_deterministic_runs_are_bit_identical(tmp_path: Path, method: str) -> None:
+    common = ["train.epochs=3", "train.deterministic=true", f"supermask.method={method}"]
+    for name in ("a", "b"):
+        train(load_run_config(None, [f"train.out_dir={tmp_path}", f"train.run_name={name}", *common]), **QUIET)
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    state_a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)["model"]
+    state_b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["model"]
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_deterministic_fixes_and_records_threads_and_restores_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+    real = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    before = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=1"), log=_stop_after_first_epoch)
+    assert set(seen) == {(True, 1)}
+    assert torch.get_num_threads() == before and not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(TrainingError, match="ran deterministically with 1 threads.*set train.threads=1"):
+        train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=2"), **QUIET)
+    assert train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=1"), **QUIET)["deterministic"]
