@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from supermask.errors import DataError
+from supermask.fileio import atomic_writer, make_dirs
 
 
 @dataclass(frozen=True)
@@ -164,28 +165,30 @@ def md5sum(path: Path) -> str:
 
 
 def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` atomically, keeping it only if its md5 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    tmp = Path(tmp_name)
+    """Download ``url`` to ``dest`` atomically (with the user's umask), keeping it only if its md5 matches."""
+    make_dirs(dest.parent)
+    hint = f"If this machine is offline, put the file in the data root ({dest.parent}) yourself"
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
-        got = md5sum(tmp)
-        if got != md5:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise DataError(f"cannot download {url}: {exc}. {hint}") from exc
+    digest = hashlib.md5()
+    with response, atomic_writer(dest, fsync=False) as out:  # removed unless the md5 matches
+        while True:
+            try:
+                chunk = response.read(1 << 20)
+            except (OSError, TimeoutError) as exc:  # a network error, not a disk error
+                raise DataError(f"cannot download {url}: {exc}. {hint}") from exc
+            if not chunk:
+                break
+            digest.update(chunk)
+            out.write(chunk)
+        if digest.hexdigest() != md5:
             raise DataError(
-                f"downloaded {url} has md5 {got}, expected {md5}: the file is corrupt or not the "
+                f"downloaded {url} has md5 {digest.hexdigest()}, expected {md5}: the file is corrupt or not the "
                 "expected one, so it was discarded"
             )
-        os.replace(tmp, dest)
-        return dest
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise DataError(
-            f"cannot download {url}: {exc}. If this machine is offline, put the file in the data "
-            f"root ({dest.parent}) yourself"
-        ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    return dest
 
 
 def fetch(name: str, root: Path, info: DatasetInfo) -> dict[str, Path]:
