@@ -203,7 +203,7 @@ def test_set_k_with_scale_fan_regenerates_weights() -> None:
 
 
 def test_eval_mask_is_cached_until_scores_or_k_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    import supermask.core.layers as layers
+    import supermask.core.methods.edge_popup as layers
 
     calls = []
     real = layers.topk_mask

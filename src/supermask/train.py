@@ -184,9 +184,10 @@ def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return out
 
 
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, world: int) -> dict[str, Any] | None:
+def prepare_run_dir(cfg: RunConfig, run_dir: Path, world: int, writer: bool = True) -> dict[str, Any] | None:
     """Check what ``run_dir`` already holds against ``cfg`` (under the run's lock); return the training
-    state to resume from, or None to start afresh. Never silently replaces or mixes runs."""
+    state to resume from, or None to start afresh. Never silently replaces or mixes runs. Only the
+    ``writer`` (rank 0, holding the lock) removes a run that ``train.overwrite=true`` replaces."""
     present = [f for f in RUN_FILES if (run_dir / f).is_file()]
     if not present:
         return None
@@ -197,9 +198,10 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, world: int) -> dict[str, Any]
                 f"{run_dir} holds {what} and train.resume=false: set train.resume=true to continue it, "
                 "train.overwrite=true to replace it, or choose another train.run_name"
             )
-        for f in RUN_FILES:
-            (run_dir / f).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / EXPORT, ignore_errors=True)
+        if writer:
+            for f in RUN_FILES:
+                (run_dir / f).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / EXPORT, ignore_errors=True)
         return None
     state = None
     if (run_dir / TRAIN_STATE).is_file():
@@ -315,7 +317,7 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     lock = RunLock(run_dir).acquire() if master else None  # first of all: one writer per run directory
     try:
         with _execution(cfg):
-            state = prepare_run_dir(cfg, run_dir, world)
+            state = prepare_run_dir(cfg, run_dir, world, writer=master)
             finished = _finished_result(run_dir, state, cfg.train.epochs)
             if finished is not None:
                 if master:

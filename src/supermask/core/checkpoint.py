@@ -40,7 +40,7 @@ from supermask import __version__
 from supermask.core.config import SupermaskConfig
 from supermask.core.convert import get_config, supermask_layers, to_supermask
 from supermask.core.init import checksum, generate_weight
-from supermask.core.masks import pack_bits, unpack_bits
+from supermask.core.methods import method_class
 from supermask.errors import CheckpointError, StorageError, SupermaskError
 from supermask.fileio import atomic_write, make_dirs, remove_temp_files
 
@@ -68,7 +68,7 @@ def _regenerable_keys(model: nn.Module) -> set[str]:
             continue
         prefix = f"{name}." if name else ""
         keys.add(f"{prefix}scores")
-        if module.method != "dense":
+        if module.method.has_scores:  # its weights are regenerated from the seed
             keys.add(f"{prefix}base_layer.weight")
     return keys
 
@@ -91,21 +91,26 @@ def save(
     layers: dict[str, Any] = {}
     was = model.training
     model.eval()
+    converted = supermask_layers(model)
     with torch.no_grad():
-        for name, layer in supermask_layers(model):
+        for name, layer in converted:
             weight = layer.base_layer.weight
+            method = layer.method
             entry: dict[str, Any] = {
                 "type": type(layer.base_layer).__name__,
                 "shape": list(weight.shape),
-                "weight_checksum": checksum(weight) if layer.method != "dense" else None,
+                "weight_checksum": checksum(weight) if method.has_scores else None,
             }
-            if layer.method != "dense":
+            if method.has_scores:
                 mask = layer.mask()
-                entry["kept"] = int(mask.sum())
-                tensors[f"mask/{name}"] = pack_bits(mask)
+                entry["kept"] = method.kept(mask)
+                tensors[f"mask/{name}"] = method.pack(mask)
                 if include_scores and layer.scores is not None:
                     tensors[f"scores/{name}"] = layer.scores.detach().cpu().contiguous()
             layers[name] = entry
+        if converted:
+            for key, value in converted[0][1].method.extra_state([layer for _, layer in converted]).items():
+                tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
     model.train(was)
     skip = _regenerable_keys(model)
     state = {k: v for k, v in model.state_dict().items() if k not in skip}
@@ -292,9 +297,10 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
                 f"wrong architecture: layer {name!r} is {type(module).__name__}{shape} in the model, "
                 f"{entry['type']}{entry['shape']} in the checkpoint"
             )
-        if (entry.get("weight_checksum") is None) != (cfg.method == "dense"):
+        has_scores = method_class(cfg.method).has_scores
+        if (entry.get("weight_checksum") is None) == has_scores:
             raise CheckpointError(f"layer {name!r}: its entry does not fit method {cfg.method!r}")
-        if cfg.method != "dense":
+        if has_scores:
             fan_shape = tuple(shape[::-1]) if entry["type"] == "Conv1D" else tuple(shape)
             weight = generate_weight(name, tuple(shape), cfg, cfg.k, fan_shape)
             if checksum(weight) != entry["weight_checksum"]:
@@ -322,18 +328,21 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     if missing or unexpected:
         raise CheckpointError(f"wrong architecture: missing state {missing[:10]}, unexpected state {unexpected[:10]}")
     stored: dict[str, torch.Tensor] = {}
+    layer_list = list(converted.values())
+    extra = {k[len("extra/") :]: v for k, v in tensors.items() if k.startswith("extra/")}
     with torch.no_grad():
         for name, layer in converted.items():
             if layer.scores is None:
                 continue
+            method = layer.method
             packed = tensors.get(f"mask/{name}")
             if packed is None:
                 raise CheckpointError(f"the checkpoint has no mask for layer {name!r}")
             try:
-                mask = unpack_bits(packed, tuple(layer.scores.shape))
+                mask = method.unpack(packed, tuple(layer.scores.shape))
             except ValueError as exc:
                 raise CheckpointError(f"the mask of layer {name!r} is malformed: {exc}") from exc
-            if int(mask.sum()) != layers[name]["kept"]:
+            if method.kept(mask) != layers[name]["kept"]:
                 raise CheckpointError(f"the mask of layer {name!r} does not have the recorded kept count")
             stored[name] = mask
             saved_scores = tensors.get(f"scores/{name}")
@@ -341,10 +350,13 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
                 if saved_scores.shape != layer.scores.shape:
                     raise CheckpointError(f"the scores of layer {name!r} have the wrong shape")
                 layer.scores.copy_(saved_scores)
-            elif cfg.method == "bernoulli":  # sigmoid(+-1e4) is exactly 1 or 0: either eval rule gives the mask
-                layer.scores.copy_(mask.float() * 2e4 - 1e4)
             else:  # scores that select exactly this mask under the method's own rule
-                layer.scores.copy_(mask.float())
+                layer.scores.copy_(method.scores_for(layer, mask))
+        if layer_list:
+            try:
+                layer_list[0].method.load_extra_state(layer_list, extra)
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"the method's saved state does not fit: {exc}") from exc
     _verify_masks(model, stored)
     model.supermask_config = saved_cfg  # type: ignore[assignment,unused-ignore]
     model.supermask_report.left_dense = [str(n) for n in meta["left_dense"]]  # type: ignore[union-attr]
@@ -362,7 +374,7 @@ def _verify_masks(model: nn.Module, stored: dict[str, torch.Tensor]) -> None:
                 if name in stored and not torch.equal(layer.mask().cpu(), stored[name]):
                     raise CheckpointError(
                         f"layer {name!r}: the mask selected under the checkpoint's config (method "
-                        f"{layer.method!r}, k={layer.k}) is not the stored mask; the checkpoint is inconsistent"
+                        f"{layer.method.name!r}, k={layer.k}) is not the stored mask; the checkpoint is inconsistent"
                     )
     finally:
         model.train(was)

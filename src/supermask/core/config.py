@@ -11,7 +11,6 @@ from typing import Any
 
 from supermask.errors import SupermaskConfigError
 
-METHODS = ("edge-popup", "edge-popup-global", "bernoulli", "dense")
 WEIGHT_INITS = ("signed_constant", "unsigned_constant", "kaiming_normal", "kaiming_uniform", "xavier_normal")
 SCORE_INITS = ("kaiming_uniform", "kaiming_normal", "uniform", "constant")
 FAN_MODES = ("fan_in", "fan_out")
@@ -34,9 +33,11 @@ class SupermaskConfig:
 
     k: fraction of each converted layer's weights that is KEPT (0 < k <= 1). Used by the
         edge-popup methods; ignored by ``bernoulli`` (its density emerges) and ``dense``.
-    method: ``edge-popup`` (per-layer top-k of |score|), ``edge-popup-global`` (one top-k over all
-        converted layers, every layer keeps at least one weight), ``bernoulli`` (Zhou et al. 2019),
-        or ``dense`` (weights are learned, no mask: the baseline through the same code path).
+    method: a registered mask method (:func:`supermask.core.methods.method_names`): ``edge-popup``
+        (per-layer top-k of |score|), ``edge-popup-global`` (one top-k over all converted layers, every
+        layer keeps at least one weight), ``bernoulli`` (Zhou et al. 2019), ``dense`` (weights are
+        learned, no mask: the baseline through the same code path), and the others in the README.
+    options: the method's own options (a mapping; each method lists and checks its own).
     weight_init: how the frozen random weights are drawn (see :mod:`supermask.core.init`).
     fan_mode / nonlinearity: the fan and gain used by ``weight_init``.
     scale_fan: scale the fan by k, so the kept subnetwork has the variance the init aims for.
@@ -58,6 +59,7 @@ class SupermaskConfig:
     unsupported: what to do with modules holding weights that cannot be masked (embeddings, RNNs,
         MultiheadAttention's packed in-projection, weights tied to another module): ``report`` them in
         the conversion report and leave them unchanged, or ``raise``.
+    extra: free-form notes kept with the config (not read by supermask).
     unconverted: what happens to every parameter that is not converted and not governed by ``bias``,
         ``batchnorm`` or ``first/last_layer_dense`` (LayerNorms, embeddings, raw ``nn.Parameter``s,
         excluded or unsupported modules): ``freeze`` (default: the search trains only scores, as in the
@@ -82,6 +84,7 @@ class SupermaskConfig:
     unsupported: str = "report"
     bernoulli_eval: str = "sample"
     unconverted: str = "freeze"
+    options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,7 +94,7 @@ class SupermaskConfig:
         """Raise :class:`SupermaskConfigError` naming the first invalid field."""
         _check_types(self)
         check_k(self.k)
-        _choice("method", self.method, METHODS)
+        method = _method_class(self.method)
         _choice("weight_init", self.weight_init, WEIGHT_INITS)
         _choice("fan_mode", self.fan_mode, FAN_MODES)
         _choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
@@ -103,6 +106,7 @@ class SupermaskConfig:
         _choice("unconverted", self.unconverted, UNCONVERTED_MODES)
         _check_spec(self.target_modules, "target_modules")
         _check_spec(self.exclude_modules, "exclude_modules")
+        method(self)  # the method's own options, checked
         if self.seed < 0:
             raise SupermaskConfigError(f"seed={self.seed!r} must be a non-negative integer")
 
@@ -132,18 +136,15 @@ class SupermaskConfig:
         out = self.to_dict()
         out.pop("seed")
         defaults = SupermaskConfig().to_dict()
-        ignored = set()
-        if self.method in ("dense", "bernoulli") and not self.scale_fan:
-            ignored.add("k")
-        if self.method == "dense":
-            ignored |= {"score_init", "score_init_value", "bernoulli_eval", "batchnorm"}
-        if self.method != "bernoulli":
-            ignored.add("bernoulli_eval")
-        if self.score_init not in ("uniform", "constant"):
-            ignored.add("score_init_value")
-        for key in ignored:
+        for key in _method_class(self.method)(self).ignored_fields():
             out[key] = defaults[key]
         return out
+
+
+def _method_class(name: str) -> Any:
+    from supermask.core.methods import method_class  # the registry imports this module
+
+    return method_class(name)
 
 
 def _check_types(cfg: SupermaskConfig) -> None:

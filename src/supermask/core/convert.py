@@ -7,7 +7,6 @@ module raises with the model untouched.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +16,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from supermask.core.config import SupermaskConfig, check_k
-from supermask.core.init import generate_scores, generate_uniform, generate_weight
-from supermask.core.layers import GlobalTopK, SupermaskConv, SupermaskConv1D, SupermaskLayer, SupermaskLinear
-from supermask.core.masks import kept_count
+from supermask.core.init import generate_weight
+from supermask.core.layers import SupermaskConv, SupermaskConv1D, SupermaskLayer, SupermaskLinear
+from supermask.core.methods import MaskMethod, create_method, method_class, method_names
 from supermask.errors import SupermaskConfigError, SupermaskError
 
 SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -160,6 +159,7 @@ class _Plan:
     report: ConversionReport
     batchnorms: list[tuple[str, Any]]
     names: dict[int, list[str]]  # id(module) -> every name it is registered under
+    method: MaskMethod
 
 
 def _all_names(model: nn.Module) -> dict[int, list[str]]:
@@ -232,10 +232,10 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
             f"{cfg.target_modules!r}, exclude_modules={cfg.exclude_modules!r}. Convertible modules in this model: "
             f"{candidates[:20] or 'none (it has no nn.Linear, nn.Conv1d/2d/3d or transformers Conv1D)'}"
         )
-    if cfg.method == "edge-popup-global":
-        _check_global_k(cfg.k, [int(m.weight.numel()) for _, m in targets])
+    method = create_method(cfg)
+    method.check([int(m.weight.numel()) for _, m in targets], cfg.k)
     batchnorms: list[tuple[str, Any]] = []
-    if cfg.batchnorm == "non_affine" and cfg.method != "dense":
+    if cfg.batchnorm == "non_affine" and method.has_scores:
         batchnorms = [
             (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
         ]
@@ -243,7 +243,7 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     report.converted_weights = sum(int(m.weight.numel()) for _, m in targets)
     report.aliases = {n: names[id(m)][1:] for n, m in targets if len(names[id(m)]) > 1}
     report.batchnorm_non_affine = [n for n, _ in batchnorms]
-    return _Plan(targets, report, batchnorms, names)
+    return _Plan(targets, report, batchnorms, names, method)
 
 
 def _unconverted(model: nn.Module, plan: _Plan, cfg: SupermaskConfig) -> list[tuple[UnconvertedEntry, list[Any]]]:
@@ -276,8 +276,8 @@ def _unconverted(model: nn.Module, plan: _Plan, cfg: SupermaskConfig) -> list[tu
             reason, trainable = "left dense by first_layer_dense/last_layer_dense (learned)", True
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             reason = "BatchNorm affine parameters (batchnorm='learned')"
-            if cfg.method == "dense":
-                reason = "BatchNorm affine parameters (method 'dense' learns them)"
+            if not plan.method.has_scores:
+                reason = f"BatchNorm affine parameters (method {cfg.method!r} learns them)"
             trainable = True
         elif excluded_by is not None and any(_matches(a, module, excluded_by) for a in plan.names[id(module)]):
             reason = "excluded by exclude_modules"
@@ -303,15 +303,6 @@ def _unconverted(model: nn.Module, plan: _Plan, cfg: SupermaskConfig) -> list[tu
 def _numel(p: Any) -> int:
     """Number of values of a parameter (0 while a lazy module's parameter is uninitialized)."""
     return 0 if isinstance(p, nn.parameter.UninitializedParameter) else int(p.numel())
-
-
-def _check_global_k(k: float, sizes: list[int]) -> None:
-    """The global guard keeps one weight per layer, so k must keep at least as many as there are layers."""
-    if kept_count(k, sum(sizes)) < len(sizes):
-        raise SupermaskConfigError(
-            f"k={k} keeps fewer weights than there are layers ({len(sizes)}); the global guard "
-            "keeps at least one weight per layer, so raise k"
-        )
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -341,6 +332,7 @@ def to_supermask(
     """
     cfg = dataclasses.replace(config) if config is not None else SupermaskConfig()  # set_k must not edit the caller's
     plan = _plan(model, cfg)
+    method = plan.method
     # Generate everything first: nothing is changed until all of it exists.
     new_tensors = []
     for name, module in plan.targets:
@@ -348,14 +340,15 @@ def to_supermask(
         wrapper_cls = _wrapper_class(_convertible_type(module))  # type: ignore[arg-type]
         fan_shape = shape[::-1] if wrapper_cls is SupermaskConv1D else shape
         weight = _weights[name] if _weights is not None else generate_weight(name, shape, cfg, cfg.k, fan_shape)
-        scores = None if cfg.method == "dense" else generate_scores(name, shape, cfg, fan_shape)
+        scores = method.initial_scores(name, shape, fan_shape)
         new_tensors.append((wrapper_cls, weight, scores))
     unconverted = _unconverted(model, plan, cfg)
 
     wrappers: list[SupermaskLayer] = []
     for (name, module), (wrapper_cls, weight, scores) in zip(plan.targets, new_tensors):
         ref = module.weight
-        module.weight = nn.Parameter(weight.to(device=ref.device, dtype=ref.dtype), requires_grad=cfg.method == "dense")
+        trains_weight = not method.has_scores
+        module.weight = nn.Parameter(weight.to(device=ref.device, dtype=ref.dtype), requires_grad=trains_weight)
         if scores is not None:
             scores = scores.to(device=ref.device, dtype=ref.dtype)
         bias = module.bias
@@ -364,17 +357,11 @@ def to_supermask(
                 with torch.no_grad():
                     bias.zero_()
             bias.requires_grad_(cfg.bias == "learned")
-        eval_uniform = None
-        if cfg.method == "bernoulli" and cfg.bernoulli_eval == "sample":
-            eval_uniform = functools.partial(generate_uniform, name, tuple(module.weight.shape), cfg)
-        wrapper = wrapper_cls(module, name, cfg.method, cfg.k, scores, eval_uniform)
+        wrapper = wrapper_cls(module, name, method, cfg.k, scores)
         wrapper.train(module.training)
         _replace_everywhere(model, plan.names[id(module)], wrapper)
         wrappers.append(wrapper)
-    if cfg.method == "edge-popup-global":
-        group = GlobalTopK(wrappers, cfg.k)
-        for w in wrappers:
-            w.group = group
+    method.setup(wrappers)
     for _, bn in plan.batchnorms:
         bn.affine = False
         bn.weight = None
@@ -409,15 +396,14 @@ def set_k(model: nn.Module, k: float) -> None:
     """Change the kept fraction of every converted layer (and the global top-k)."""
     check_k(k)
     cfg = get_config(model)
-    if cfg.method in ("bernoulli", "dense"):
-        raise SupermaskConfigError(f"k has no effect for method {cfg.method!r}; it is used by the edge-popup methods")
     layers = supermask_layers(model)
-    if cfg.method == "edge-popup-global":
-        _check_global_k(k, [int(layer.base_layer.weight.numel()) for _, layer in layers])
+    method = layers[0][1].method
+    if not method.uses_k:
+        users = ", ".join(n for n in method_names() if method_class(n).uses_k)
+        raise SupermaskConfigError(f"k has no effect for method {cfg.method!r}; it is used by: {users}")
+    method.check([int(layer.base_layer.weight.numel()) for _, layer in layers], k)
     for name, layer in layers:
         layer.k = k
-        if layer.group is not None:
-            layer.group.k = k
         if cfg.scale_fan:  # the weights' scale depends on k: regenerate them
             w = layer.base_layer.weight
             with torch.no_grad():

@@ -9,31 +9,30 @@ fused transformer and attention paths) sees the masked network, never the unmask
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supermask.core.masks import MaskedWeight, kept_count, new_hint, topk_mask
+from supermask.core.masks import kept_count, new_hint
+
+if TYPE_CHECKING:
+    from supermask.core.methods.base import MaskMethod
 
 
 class SupermaskLayer(nn.Module):
-    """Base class of the wrappers; ``method`` is one of the config's methods."""
+    """Base class of the wrappers; ``method`` is the model's :class:`~supermask.core.methods.MaskMethod`."""
 
     base_layer: Any  # nn.Linear or nn.ConvNd (typed loosely: torch types module attributes as Tensor | Module)
 
-    def __init__(
-        self, base_layer: nn.Module, name: str, method: str, k: float, scores: Tensor | None, eval_uniform: Any = None
-    ) -> None:
+    def __init__(self, base_layer: nn.Module, name: str, method: MaskMethod, k: float, scores: Tensor | None) -> None:
         super().__init__()
-        self.eval_uniform = eval_uniform  # bernoulli: a callable giving the fixed eval draw, or None (threshold)
         self.base_layer = base_layer
         self.layer_name = name
         self.method = method
         self.k = k
         self.scores: nn.Parameter | None = nn.Parameter(scores) if scores is not None else None
-        self.group: Any = None  # a GlobalTopK for edge-popup-global
         self._hint = new_hint()
         self._mask_key: tuple[Any, ...] | None = None
         self._mask: Tensor | None = None
@@ -64,61 +63,49 @@ class SupermaskLayer(nn.Module):
 
     @torch.compiler.disable  # data-dependent selection and a Python-side cache: kept out of compiled graphs
     def mask(self) -> Tensor:
-        """The boolean mask used now (cached until the scores or k change)."""
+        """The mask used now (cached until the scores, k or the method's state change)."""
         return self._current_mask()
 
     def _current_mask(self) -> Tensor:
         # Caches are set through __dict__: nn.Module.__setattr__ costs microseconds per call, per step.
-        if self.method == "dense":
+        method = self.method
+        if not method.has_scores:
             return torch.ones_like(self.base_layer.weight, dtype=torch.bool)
-        assert self.scores is not None
-        if self.method == "bernoulli" and self.training:
-            return torch.rand_like(self.scores) < torch.sigmoid(self.scores.detach())
-        key = self._scores_key()
+        if method.stochastic and self.training:
+            return method.sample(self)
+        key = (*self._scores_key(), *method.cache_key(self))
         if self._mask is not None and key == self._mask_key:
             return self._mask
-        if self.method == "edge-popup":
-            a = self.scores.detach().abs().reshape(-1)
-            mask = topk_mask(a, self.kept(), self._hint).reshape(self.scores.shape)
-        elif self.method == "edge-popup-global":
-            mask = self.group.mask_for(self)
-        elif self.eval_uniform is not None:  # bernoulli, eval: one fixed draw
-            u = self.eval_uniform().to(self.scores.device)
-            mask = u < torch.sigmoid(self.scores.detach().double())
-        else:  # bernoulli, eval: the threshold sigmoid(s) > 0.5
-            mask = self.scores.detach() > 0
+        mask = method.select(self)
         self.__dict__.update(_mask_key=key, _mask=mask)
         return mask
 
     def effective_weight(self) -> Tensor:
-        """``weight * mask``, differentiable with respect to the scores (straight-through)."""
-        if self.method == "dense":
+        """What the forward pass uses (``weight * mask`` for most methods), differentiable with respect to
+        the scores (straight-through)."""
+        if not self.method.has_scores:
             return self.base_layer.weight
         if torch.compiler.is_compiling() and self.traces_selection():
             return self._traced_effective_weight()
         return self._eager_effective_weight()
 
     def traces_selection(self) -> bool:
-        """Whether ``torch.compile`` traces this layer's selection into its graph: edge-popup (and
-        bernoulli while training) off the CPU. On the CPU the eager NumPy selection, warm-started from
-        the previous step, is faster than any traced one (LeNet-300-100: 4.2 ms eager against 32.6 ms
-        traced per step), so there each layer stays a graph break."""
+        """Whether ``torch.compile`` traces this layer's selection into its graph: where the method has a
+        sync-free selection, off the CPU. On the CPU the eager NumPy selection, warm-started from the
+        previous step, is faster than any traced one (LeNet-300-100: 4.2 ms eager against 32.6 ms traced
+        per step), so there each layer stays a graph break."""
         scores = self.scores
         if scores is None or scores.device.type == "cpu":
             return False
-        return self.method == "edge-popup" or (self.method == "bernoulli" and self.training)
+        return self.method.traceable(self)
 
     def _traced_effective_weight(self) -> Tensor:
         """Inside a ``torch.compile`` graph: the sync-free selection is traced into the graph and runs on
         every call (no Python-side cache, no graph break per layer, so whole steps can be one graph)."""
         scores = self.scores
         assert scores is not None
-        if self.method == "bernoulli":
-            mask = torch.rand_like(scores) < torch.sigmoid(scores.detach())
-        else:
-            flat = scores.detach().abs().reshape(-1)
-            mask = topk_mask(flat, self.kept(), sync_free=True).reshape(scores.shape)
-        return MaskedWeight.apply(self.base_layer.weight, scores, mask, self.method == "bernoulli")
+        mask = self.method.traced_mask(self)
+        return self.method.effective_weight(self, self.base_layer.weight, scores, mask)
 
     # The eager path reads and writes Python-side caches (and on the CPU selects in NumPy): never traced.
     @torch.compiler.disable
@@ -127,10 +114,10 @@ class SupermaskLayer(nn.Module):
         assert self.scores is not None
         grad_on = torch.is_grad_enabled()
         if not grad_on and not self.training:
-            key = (id(weight), weight._version, *self._scores_key())
+            key = (id(weight), weight._version, *self._scores_key(), *self.method.cache_key(self))
             if self._eval_weight is not None and key == self._eval_key:
                 return self._eval_weight
-        out = MaskedWeight.apply(weight, self.scores, self._current_mask(), self.method == "bernoulli")
+        out = self.method.effective_weight(self, weight, self.scores, self._current_mask())
         if not grad_on and not self.training:
             self.__dict__.update(_eval_key=key, _eval_weight=out)
         return out
@@ -144,7 +131,7 @@ class SupermaskLayer(nn.Module):
         return self.base_layer.bias
 
     def extra_repr(self) -> str:
-        return f"method={self.method}, k={self.k}"
+        return f"method={self.method.name}, k={self.k}"
 
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -178,43 +165,3 @@ class SupermaskConv1D(SupermaskLayer):
         bias = self.base_layer.bias
         out = torch.addmm(bias, flat, weight) if bias is not None else flat @ weight
         return out.view(*x.shape[:-1], weight.shape[-1])
-
-
-class GlobalTopK:
-    """One top-k over all layers of an ``edge-popup-global`` model.
-
-    Guard: each layer's largest-|score| weight is always kept, so no layer is ever emptied; the
-    remaining ``K - L`` (K = kept_count(k, total weights), L = number of layers) are the largest
-    |scores| of all layers together. The total kept is exactly K (it must be >= L).
-    """
-
-    def __init__(self, layers: list[Any], k: float) -> None:
-        self.layers = layers
-        self.k = k
-        self._key: tuple[Any, ...] | None = None
-        self._masks: dict[int, Tensor] = {}
-        self._hint = new_hint()
-
-    def total(self) -> int:
-        return sum(int(layer.base_layer.weight.numel()) for layer in self.layers)
-
-    def kept(self) -> int:
-        return max(len(self.layers), kept_count(self.k, self.total()))
-
-    def mask_for(self, layer: SupermaskLayer) -> Tensor:
-        key = tuple(lyr._scores_key() for lyr in self.layers) + (self.k,)
-        if key != self._key:
-            self._masks = self._compute()
-            self._key = key
-        return self._masks[id(layer)]
-
-    @torch.no_grad()
-    def _compute(self) -> dict[int, Tensor]:
-        parts = [lyr.scores.detach().abs().reshape(-1).float() for lyr in self.layers if lyr.scores is not None]
-        sizes = [p.numel() for p in parts]
-        a = torch.cat(parts)
-        offsets = torch.tensor([0, *sizes[:-1]], device=a.device).cumsum(0)
-        best = torch.stack([p.argmax() for p in parts]) + offsets
-        a[best] = float("inf")  # the guard: each layer's best weight is always kept
-        mask = topk_mask(a, self.kept(), self._hint)
-        return {id(lyr): m.reshape(lyr.scores.shape) for lyr, m in zip(self.layers, mask.split(sizes))}  # type: ignore[union-attr]

@@ -1,0 +1,202 @@
+"""The mask-method interface: one small class per method, registered by name.
+
+A method says how a layer's mask comes from its scores (and k or a threshold), how the gradient
+reaches the scores (straight-through), what the forward pass multiplies (``weight * mask``, or a
+transform of the frozen weight such as biprop's ``alpha * sign(W)``), what it stores in a checkpoint
+and at how many bits per weight, and which hooks the training engine calls (after each optimiser step,
+at the end of each epoch). Layers, conversion, checkpoints, the run config, training and reports ask
+the method; none of them branches on a method's name.
+
+A method of your own: subclass :class:`MaskMethod`, set ``name``, implement :meth:`MaskMethod.select`
+(and whatever else differs from edge-popup's defaults), and call :func:`register_method`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from supermask.core.init import generate_scores
+from supermask.core.masks import MaskedWeight, pack_bits, unpack_bits
+from supermask.errors import SupermaskConfigError
+
+if TYPE_CHECKING:
+    from supermask.core.config import SupermaskConfig
+    from supermask.core.layers import SupermaskLayer
+
+
+@dataclass
+class NoOptions:
+    """A method without options of its own."""
+
+
+class MaskMethod:
+    """Base class of mask methods; the defaults are edge-popup's (see :mod:`supermask.core.methods`).
+
+    One instance serves all converted layers of one model (``layer.method``); model-level state
+    (edge-popup-global's shared top-k) lives on it, per-layer state on the layer.
+    """
+
+    name: ClassVar[str] = ""
+    #: what ``README``'s method table says of it: trained, rule, gradient, paper
+    summary: ClassVar[str] = ""
+    #: whether k (the fraction kept) sets the mask; False: the density emerges (or there is no mask)
+    uses_k: ClassVar[bool] = True
+    #: False for ``dense``: no scores and no mask, the converted layers' weights are learned
+    has_scores: ClassVar[bool] = True
+    #: whether each training forward draws a fresh random mask (never cached)
+    stochastic: ClassVar[bool] = False
+    #: bits per weight of the stored mask
+    mask_bits: ClassVar[int] = 1
+    #: SupermaskConfig fields this method does not read (two configs differing only there are one experiment)
+    ignores: ClassVar[frozenset[str]] = frozenset({"bernoulli_eval"})
+    #: the paper's optimiser settings, used by ``supermask train`` for keys the user did not set
+    recommended_optim: ClassVar[dict[str, Any]] = {}
+    #: a dataclass of the method's own options (``SupermaskConfig.options``)
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, config: SupermaskConfig) -> None:
+        self.config = config
+        self.options: Any = parse_options(self, config.options)
+
+    # --- conversion ------------------------------------------------------------------------------
+    def check(self, sizes: list[int], k: float) -> None:
+        """Model-level checks before anything changes (``sizes``: weights per converted layer; ``k``: the
+        fraction to keep, also when ``set_k`` changes it)."""
+
+    def initial_scores(self, name: str, shape: tuple[int, ...], fan_shape: tuple[int, ...]) -> Tensor | None:
+        """The layer's initial scores (None: no scores). Default: ``config.score_init``."""
+        return generate_scores(name, shape, self.config, fan_shape)
+
+    def setup(self, layers: list[SupermaskLayer]) -> None:
+        """Called once after every layer is wrapped (e.g. to share a global top-k)."""
+
+    # --- the mask ----------------------------------------------------------------------------------
+    def select(self, layer: SupermaskLayer) -> Tensor:
+        """The layer's deterministic mask from its present scores (eval, and training unless stochastic).
+        A bool tensor, or a float tensor of values such as {-1, 0, 1}."""
+        raise NotImplementedError
+
+    def sample(self, layer: SupermaskLayer) -> Tensor:
+        """A training mask drawn afresh for each forward pass (only when ``stochastic``)."""
+        return self.select(layer)
+
+    def traceable(self, layer: SupermaskLayer) -> bool:
+        """Whether :meth:`traced_mask` exists for this layer now; False: the selection stays eager under
+        ``torch.compile`` (a graph break per layer)."""
+        return False
+
+    def traced_mask(self, layer: SupermaskLayer) -> Tensor:
+        """The mask with device-side operations only, traced into ``torch.compile`` graphs on accelerators."""
+        raise NotImplementedError
+
+    def cache_key(self, layer: SupermaskLayer) -> tuple[Any, ...]:
+        """What the deterministic mask depends on besides the scores and k (e.g. a pruned state)."""
+        return ()
+
+    def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
+        """What the forward pass uses, differentiable with respect to the scores (straight-through).
+        Default: ``weight * mask`` with edge-popup's gradient d score = d w_eff * weight * sign(score)."""
+        return MaskedWeight.apply(weight, scores, mask, False)
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+    def pack(self, mask: Tensor) -> Tensor:
+        """The mask as stored (uint8; ``mask_bits`` per weight)."""
+        return pack_bits(mask)
+
+    def unpack(self, packed: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """Inverse of :meth:`pack` (raises ValueError on a malformed tensor)."""
+        return unpack_bits(packed, shape)
+
+    def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
+        """Scores that :meth:`select` turns into exactly ``mask`` (used when a checkpoint holds masks only)."""
+        return mask.float()
+
+    def kept(self, mask: Tensor) -> int:
+        """Number of weights the mask keeps."""
+        return int((mask != 0).sum())
+
+    def extra_state(self, layers: list[SupermaskLayer]) -> dict[str, Tensor]:
+        """Tensors beyond the masks that a checkpoint must hold (e.g. permanently pruned flags)."""
+        return {}
+
+    def load_extra_state(self, layers: list[SupermaskLayer], tensors: dict[str, Tensor]) -> None:
+        """Restore what :meth:`extra_state` saved."""
+
+    # --- training hooks -------------------------------------------------------------------------------
+    def after_step(self, layers: list[SupermaskLayer]) -> None:
+        """Called by the training engine after each optimiser step (e.g. clamp the scores)."""
+
+    def on_epoch_end(self, layers: list[SupermaskLayer], epoch: int, epochs: int) -> None:
+        """Called at the end of each epoch (``epoch`` counts from 1)."""
+
+    # --- identity -------------------------------------------------------------------------------------
+    def ignored_fields(self) -> set[str]:
+        """Config fields that do not change this method's network or training."""
+        ignored = set(self.ignores)
+        if not self.uses_k and not self.config.scale_fan:
+            ignored.add("k")
+        if self.config.score_init not in ("uniform", "constant"):
+            ignored.add("score_init_value")
+        return ignored
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def parse_options(method: MaskMethod, given: dict[str, Any]) -> Any:
+    """``given`` checked against the method's ``Options`` dataclass: unknown keys and wrong types are
+    errors listing the valid choices; the dataclass's ``__post_init__`` checks values."""
+    fields = {f.name: f for f in dataclasses.fields(method.Options)}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        valid = ", ".join(fields) or "none"
+        raise SupermaskConfigError(f"method {method.name!r} has no option(s) {unknown}; its options: {valid}")
+    for key, value in given.items():
+        kind = str(fields[key].type)
+        ok = (
+            (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (kind == "int" and isinstance(value, int) and not isinstance(value, bool))
+            or (kind == "bool" and isinstance(value, bool))
+            or (kind == "str" and isinstance(value, str))
+        )
+        if not ok:
+            raise SupermaskConfigError(f"option {key}={value!r} of method {method.name!r} must be a {kind}")
+        if kind == "float" and not torch.isfinite(torch.tensor(float(value))):
+            raise SupermaskConfigError(f"option {key}={value!r} of method {method.name!r} must be finite")
+    return method.Options(**given)
+
+
+_REGISTRY: dict[str, type[MaskMethod]] = {}
+
+
+def register_method(cls: type[MaskMethod]) -> type[MaskMethod]:
+    """Register a method class under ``cls.name`` (usable as a decorator); a name is registered once."""
+    if not cls.name or not isinstance(cls.name, str):
+        raise SupermaskConfigError(f"{cls.__name__} needs a class attribute name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise SupermaskConfigError(f"a mask method named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered methods' names."""
+    return tuple(_REGISTRY)
+
+
+def method_class(name: str) -> type[MaskMethod]:
+    """The class registered as ``name``; a config error listing the choices otherwise."""
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise SupermaskConfigError(f"method={name!r} is not valid; choose one of: {', '.join(_REGISTRY)}")
+    return cls
+
+
+def create_method(config: SupermaskConfig) -> MaskMethod:
+    """A fresh method instance for one model."""
+    return method_class(config.method)(config)

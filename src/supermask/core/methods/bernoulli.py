@@ -1,0 +1,54 @@
+"""Zhou et al. 2019 ("Deconstructing Lottery Tickets"): mask ~ Bernoulli(sigmoid(score)) while training."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import Tensor
+
+from supermask.core.init import generate_uniform
+from supermask.core.masks import MaskedWeight
+from supermask.core.methods.base import MaskMethod, register_method
+
+if TYPE_CHECKING:
+    from supermask.core.layers import SupermaskLayer
+
+
+@register_method
+class Bernoulli(MaskMethod):
+    """Training: a fresh mask ~ Bernoulli(sigmoid(score)) each forward. Eval: one fixed draw
+    (``bernoulli_eval="sample"``: u < sigmoid(score), u a counter-based uniform fixed by seed and layer
+    name) or the threshold sigmoid(score) > 0.5 (``"threshold"``). Density emerges."""
+
+    name = "bernoulli"
+    summary = "scores; mask ~ Bernoulli(sigmoid(s)); d s = d w_eff * w * sigmoid'(s); Zhou et al. 2019"
+    uses_k = False
+    stochastic = True
+    ignores: ClassVar[frozenset[str]] = frozenset()
+    recommended_optim: ClassVar[dict[str, object]] = {"lr": 20.0, "weight_decay": 0.0}
+
+    def select(self, layer: SupermaskLayer) -> Tensor:
+        scores = layer.scores
+        assert scores is not None
+        if self.config.bernoulli_eval == "threshold":
+            return scores.detach() > 0
+        u = generate_uniform(layer.layer_name, tuple(scores.shape), self.config).to(scores.device)
+        return u < torch.sigmoid(scores.detach().double())
+
+    def sample(self, layer: SupermaskLayer) -> Tensor:
+        scores = layer.scores
+        assert scores is not None
+        return torch.rand_like(scores) < torch.sigmoid(scores.detach())
+
+    def traceable(self, layer: SupermaskLayer) -> bool:
+        return layer.training  # eval's fixed draw is generated on the host
+
+    def traced_mask(self, layer: SupermaskLayer) -> Tensor:
+        return self.sample(layer)
+
+    def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
+        return MaskedWeight.apply(weight, scores, mask, True)
+
+    def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
+        return mask.float() * 2e4 - 1e4  # sigmoid(+-1e4) is exactly 1 or 0: either eval rule gives the mask
