@@ -76,7 +76,7 @@ def collect(runs_dir: Path) -> list[dict[str, Any]]:
                 "supermask.method": row.get("method"),
                 "supermask.weight_init": row.get("weight_init"),
                 "supermask.scale_fan": row.get("scale_fan", False),
-                "supermask.k": row.get("k") if str(row.get("method")).startswith("edge-popup") else None,
+                "supermask.k": row.get("k") if _uses_k(row.get("method")) else None,
                 "train.epochs": row.get("epochs"),
             }
         rows.append(row)
@@ -123,10 +123,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "model": e.get("model.name"),
                 "width": e.get("model.width"),
                 "method": method,
-                "weight_init": f"learned from {e.get('supermask.weight_init')}"
-                if method == "dense"
-                else e.get("supermask.weight_init"),
-                "k": e.get("supermask.k") if str(method).startswith("edge-popup") else None,
+                "weight_init": e.get("supermask.weight_init")
+                if _has_scores(method)
+                else f"learned from {e.get('supermask.weight_init')}",
+                "k": e.get("supermask.k") if _uses_k(method) else None,
                 "epochs": e.get("train.epochs"),
                 "settings": "; ".join(f"{k}={_label(e.get(k))}" for k in varying),
                 "kept_percent": 100 * statistics.mean(float(r["kept_fraction"]) for r in rs),
@@ -144,6 +144,26 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+def _uses_k(method: Any) -> bool:
+    """Whether a method's mask is set by k (an unknown method: assume so, k is then shown)."""
+    from supermask.core.methods import method_class
+
+    try:
+        return bool(method_class(method).uses_k)
+    except SupermaskError:
+        return True
+
+
+def _has_scores(method: Any) -> bool:
+    """False for a learned-weights baseline (drawn as a horizontal line)."""
+    from supermask.core.methods import method_class
+
+    try:
+        return bool(method_class(method).has_scores)
+    except SupermaskError:
+        return True
 
 
 def _mean_std(mean: float, std: float | None) -> str:
@@ -253,7 +273,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
 
 def _series(summary: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
-    """Rows of one line: the same experiment but for k (edge-popup's x axis)."""
+    """Rows of one line: the same experiment but for k (the x axis)."""
     lines: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for s in summary:
         key = (s["dataset"], s["model"], s["width"], s["method"], s["weight_init"], s["epochs"], s["settings"])
@@ -269,8 +289,8 @@ def _short(settings: str) -> str:
 def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = None) -> Path:
     """Accuracy against % of weights kept: one line per series (same experiment but for k), each with its
     own colour and legend entry; learned dense weights as a dashed line. Error bars: std over n seeds.
-    When a model was run at several widths, a second panel plots accuracy against width for
-    edge-popup at k = 0.5 (the paper's Figure 3 setting) and dense."""
+    When a model was run at several widths, a second panel plots accuracy against width, one line per
+    experiment that was run at several widths (the paper's Figure 3 runs k = 0.5 and dense)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -289,14 +309,14 @@ def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = 
         pts.sort(key=lambda p: p["kept_percent"])
         n = sorted({p["seeds"] for p in pts})
         label = f"{model}" + (f" w{width}" if width != 1.0 else "") + f" {method}"
-        label += f" ({init})" if method != "dense" else ""
+        label += f" ({init})" if _has_scores(method) else ""
         label += f" [{_short(settings)}]" if settings else ""
         label += f" n={'/'.join(map(str, n))}"
         colour = palette(i % palette.N)
         xs = [p["kept_percent"] for p in pts]
         ys = [p["accuracy_mean"] for p in pts]
         es = [p["accuracy_std"] or 0.0 for p in pts]
-        if method == "dense" and len(pts) == 1:
+        if not _has_scores(method) and len(pts) == 1:
             ax.axhline(ys[0], linestyle="--", linewidth=1, label=label, color=colour)
         else:
             marker = MARKERS[(i // palette.N) % len(MARKERS)] if len(series) > palette.N else MARKERS[i % len(MARKERS)]
@@ -308,30 +328,25 @@ def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = 
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
     if width_panel:
         wax = axes[0][1]
-        for model in sorted(m for m, w in widths.items() if len(w) > 1):
-            for name, keep in (
-                ("edge-popup k=0.5", lambda s: s["method"] == "edge-popup" and s["k"] == 0.5),
-                ("dense", lambda s: s["method"] == "dense"),
-            ):
-                by_settings: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-                for s in summary:
-                    if s["model"] == model and keep(s):
-                        by_settings[(s["weight_init"], s["settings"])].append(s)
-                for (init, settings), pts in sorted(by_settings.items()):
-                    if len(pts) < 2:
-                        continue
-                    pts.sort(key=lambda p: p["width"])
-                    extra = f" ({init})" if name != "dense" else ""
-                    extra += f" [{_short(settings)}]" if settings else ""
-                    wax.errorbar(
-                        [p["width"] for p in pts],
-                        [p["accuracy_mean"] for p in pts],
-                        yerr=[p["accuracy_std"] or 0.0 for p in pts],
-                        marker="o",
-                        linestyle="--" if name == "dense" else "-",
-                        label=f"{model} {name}{extra}",
-                        capsize=3,
-                    )
+        by_width: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+        for s in summary:  # one line per experiment but for the width (k = 0.5 is the paper's Figure 3)
+            by_width[(s["model"], s["method"], s["weight_init"], s["k"], s["settings"])].append(s)
+        for (model, method, init, k, settings), pts in sorted(by_width.items(), key=lambda kv: str(kv[0])):
+            if len({p["width"] for p in pts}) < 2:
+                continue
+            pts.sort(key=lambda p: p["width"])
+            label = f"{model} {method}" + (f" k={k}" if k is not None else "")
+            label += f" ({init})" if _has_scores(method) else ""
+            label += f" [{_short(settings)}]" if settings else ""
+            wax.errorbar(
+                [p["width"] for p in pts],
+                [p["accuracy_mean"] for p in pts],
+                yerr=[p["accuracy_std"] or 0.0 for p in pts],
+                marker="o",
+                linestyle="-" if _has_scores(method) else "--",
+                label=label,
+                capsize=3,
+            )
         wax.set_xscale("log", base=2)
         all_widths = sorted(set().union(*widths.values()))
         wax.set_xticks(all_widths, labels=[f"{w:g}" for w in all_widths])

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from supermask.core.config import SupermaskConfig
+from supermask.core.methods import method_class
 from supermask.errors import SupermaskConfigError
 
 
@@ -101,6 +102,8 @@ class RunConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
     supermask: dict[str, Any] = field(default_factory=lambda: {"k": 0.5, "method": "edge-popup"})
+    # optim keys set from the method's recommended settings because the user set none (recorded)
+    method_defaults: dict[str, Any] = field(default_factory=dict)
 
     def supermask_config(self) -> SupermaskConfig:
         return SupermaskConfig.from_dict({**self.supermask, "seed": self.train.seed})
@@ -108,6 +111,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The full resolved config: every section's every key, every ``SupermaskConfig`` field."""
         out = dataclasses.asdict(self)
+        out.pop("method_defaults")
         out["optim"]["betas"] = list(self.optim.betas)
         resolved = self.supermask_config().to_dict()
         resolved.pop("seed")  # it is train.seed
@@ -117,9 +121,9 @@ class RunConfig:
     def run_name(self) -> str:
         if self.train.run_name:
             return self.train.run_name
-        sm = self.supermask
-        k = f"-k{sm.get('k', 0.5)}" if sm.get("method", "edge-popup").startswith("edge-popup") else ""
-        return f"{self.model.name}-{self.data.name}-{sm.get('method', 'edge-popup')}{k}-s{self.train.seed}"
+        sm = self.supermask_config()
+        k = f"-k{sm.k}" if method_class(sm.method).uses_k else ""
+        return f"{self.model.name}-{self.data.name}-{sm.method}{k}-s{self.train.seed}"
 
     def run_dir(self) -> Path:
         return Path(self.train.out_dir) / self.run_name()
@@ -294,8 +298,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -> RunConfig:
-    """The embedded default, then the YAML file, then the overrides; every value checked."""
+    """The embedded default, then the YAML file, then the overrides, then the method's recommended
+    optimiser settings for the optim keys none of them set; every value checked."""
     cfg = RunConfig()
+    explicit: set[str] = set()
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -309,9 +315,17 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
         if not isinstance(data, dict):
             raise SupermaskConfigError(f"{p} must hold a mapping of sections (model, data, optim, train, supermask)")
         apply(cfg, data)
+        explicit |= {f"{s}.{k}" for s, values in data.items() if isinstance(values, dict) for k in values}
     for item in overrides:
         key, value = parse_override(item)
         set_key(cfg, key, value, raw=item.partition("=")[2])
+        explicit.add(key)
+    check(cfg)
+    recommended = method_class(cfg.supermask_config().method).recommended_optim
+    for key, value in recommended.items():
+        if f"optim.{key}" not in explicit:
+            set_key(cfg, f"optim.{key}", value)
+            cfg.method_defaults[f"optim.{key}"] = value
     check(cfg)
     return cfg
 

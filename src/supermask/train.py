@@ -28,7 +28,7 @@ from torch import nn
 
 from supermask import models
 from supermask.core import checkpoint
-from supermask.core.convert import sparsity_report, to_supermask
+from supermask.core.convert import sparsity_report, supermask_layers, to_supermask
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import NonFiniteScoresError, RunBusyError, StorageError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs
@@ -351,6 +351,11 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         )
         total_steps = cfg.train.epochs * steps_per_epoch
         autocast = cfg.train.bf16 and device.type == "cuda"
+        layers = [layer for _, layer in supermask_layers(model)]
+        method = layers[0].method
+        if master and cfg.method_defaults:
+            settings = ", ".join(f"{k}={v}" for k, v in cfg.method_defaults.items())
+            log(f"method {method.name}: the paper's optimiser settings, as none were given: {settings}")
 
         # --- resume (prepare_run_dir checked the directory's run against this config) -------
         start_epoch, history = 0, []
@@ -402,12 +407,14 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                method.after_step(layers)
                 loss_sum += loss.detach() * len(y)
                 if step % 50 == 49 and not math.isfinite(float(loss_sum)):  # one host sync per 50 steps
                     break
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
             train_loss = float(loss_sum) / max(1, seen)
+            method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)
             test: dict[str, float] = {"loss": math.nan, "accuracy": math.nan}
             if math.isfinite(train_loss) and _all_finite(model):  # the last step may have made a NaN
                 try:
@@ -484,6 +491,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             "hardware": describe_hardware(device, world),
             "ran_on": _ran_on(history),
             "deterministic": cfg.train.deterministic,
+            "method_defaults": cfg.method_defaults,
             "torch": torch.__version__,
             "config": cfg.to_dict(),
         }
