@@ -290,7 +290,9 @@ def test_compiled_model_is_one_graph_and_steps_like_eager(method: str, monkeypat
     from supermask.core.layers import SupermaskLayer
     from supermask.models import create
 
-    monkeypatch.setattr(SupermaskLayer, "traces_selection", lambda self: self.method.name == "edge-popup" or self.training)
+    monkeypatch.setattr(
+        SupermaskLayer, "traces_selection", lambda self: self.method.name == "edge-popup" or self.training
+    )
 
     torch.manual_seed(0)
     eager = supermask.to_supermask(create("conv2", width=0.125), supermask.SupermaskConfig(k=0.3, method=method))

@@ -422,7 +422,7 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
         with torch.no_grad():
             was = layer.training
             layer.eval()
-            kept = int(layer.mask().sum())
+            kept = layer.method.kept(layer.mask()) if layer.method.has_scores else int(layer.base_layer.weight.numel())
             layer.train(was)
         total = layer.base_layer.weight.numel()
         rows.append({"name": name, "kept": kept, "total": total, "fraction": kept / total})

@@ -179,3 +179,19 @@ def unpack_bits(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
         raise ValueError(f"packed mask has {packed.numel()} bytes of {packed.dtype}, expected {(n + 7) // 8} uint8")
     bits = np.unpackbits(packed.numpy(), count=n).astype(bool)
     return torch.from_numpy(bits).reshape(shape)
+
+
+class StraightThrough(torch.autograd.Function):
+    """``weight * mask`` forward (``mask`` may hold -1, 0, 1); the plain straight-through backward
+    d score = d effective_weight * weight, for masks that are a function of the score itself rather than
+    of |score| (threshold masks: Piggyback, Zhao et al.; signed supermasks). The weight gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(weight)
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None]:  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        return None, grad * weight, None

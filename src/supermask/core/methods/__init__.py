@@ -15,5 +15,8 @@ from supermask.core.methods.base import (
 from supermask.core.methods import edge_popup  # noqa: F401  (registers edge-popup, edge-popup-global)
 from supermask.core.methods import bernoulli  # noqa: F401
 from supermask.core.methods import dense  # noqa: F401
+from supermask.core.methods import biprop  # noqa: F401
+from supermask.core.methods import signed_supermask  # noqa: F401
+from supermask.core.methods import threshold  # noqa: F401
 
 __all__ = ["MaskMethod", "NoOptions", "create_method", "method_class", "method_names", "register_method"]

@@ -98,10 +98,25 @@ class MaskMethod:
         """What the deterministic mask depends on besides the scores and k (e.g. a pruned state)."""
         return ()
 
+    def surrogate(self, scores: Tensor) -> Tensor:
+        """The differentiable stand-in for the mask whose gradient the straight-through estimator uses:
+        d score = d w_eff * transformed weight * surrogate'(score). Default |score| (edge-popup ranks by it)."""
+        return scores.abs()
+
+    def weight_transform(self, layer: SupermaskLayer, weight: Tensor, mask: Tensor) -> Tensor:
+        """The frozen weight as the forward pass uses it before masking (biprop: alpha * sign(W))."""
+        return weight
+
     def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
-        """What the forward pass uses, differentiable with respect to the scores (straight-through).
-        Default: ``weight * mask`` with edge-popup's gradient d score = d w_eff * weight * sign(score)."""
-        return MaskedWeight.apply(weight, scores, mask, False)
+        """``weight_transform(weight) * mask`` with the straight-through gradient of :meth:`surrogate`:
+        ``w * (mask + g(s) - g(s).detach())``. For the default surrogate |s| a fused autograd function gives
+        the same values with one weight-sized buffer fewer; built-in methods with another surrogate fuse
+        their own."""
+        w = self.weight_transform(layer, weight, mask)
+        if type(self).surrogate is MaskMethod.surrogate:
+            return MaskedWeight.apply(w, scores, mask, False)
+        g = self.surrogate(scores)
+        return w * (mask + (g - g.detach()))
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def pack(self, mask: Tensor) -> Tensor:

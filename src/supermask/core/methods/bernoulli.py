@@ -47,6 +47,9 @@ class Bernoulli(MaskMethod):
     def traced_mask(self, layer: SupermaskLayer) -> Tensor:
         return self.sample(layer)
 
+    def surrogate(self, scores: Tensor) -> Tensor:
+        return torch.sigmoid(scores)
+
     def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
         return MaskedWeight.apply(weight, scores, mask, True)
 

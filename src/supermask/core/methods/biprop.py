@@ -1,0 +1,62 @@
+"""biprop / multi-prize tickets (Diffenderfer & Kailkhura, ICLR 2021): binary weights with one scale per
+layer, alpha * sign(W), masked by edge-popup's top-k of |score|."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from supermask.core.methods.base import register_method
+from supermask.core.methods.edge_popup import EdgePopup, GlobalTopK, check_global_k
+from supermask.errors import SupermaskConfigError
+
+if TYPE_CHECKING:
+    from supermask.core.layers import SupermaskLayer
+
+
+@dataclass
+class BipropOptions:
+    """``scope``: ``layer`` (top-k in each layer, the paper's default) or ``global`` (one top-k over all
+    layers, each keeping at least one weight)."""
+
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("layer", "global"):
+            raise SupermaskConfigError(f"option scope={self.scope!r} of method 'biprop': choose one of: layer, global")
+
+
+@register_method
+class Biprop(EdgePopup):
+    """mask = top-k of |score|; effective weight = alpha * sign(W) * mask with alpha = ||mask * W||_1 /
+    ||mask||_0 (the mean |W| over the kept weights, a constant for the gradient); straight-through
+    d score = d w_eff * alpha * sign(W) * sign(score), edge-popup's rule on the binary weight."""
+
+    name = "biprop"
+    summary = (
+        "scores; top-k of |score| per layer (options scope=global); w_eff = alpha * sign(W) * mask, alpha = mean"
+        " |W| kept; d s = d w_eff * alpha sign(W) sign(s); Diffenderfer & Kailkhura 2021"
+    )
+    Options = BipropOptions
+
+    def check(self, sizes: list[int], k: float) -> None:
+        if self.options.scope == "global":
+            check_global_k(k, sizes)
+
+    def setup(self, layers: list[SupermaskLayer]) -> None:
+        self.group = GlobalTopK(layers) if self.options.scope == "global" else None
+
+    def select(self, layer: SupermaskLayer) -> Tensor:
+        return self.group.mask_for(layer) if self.group is not None else super().select(layer)
+
+    def traceable(self, layer: SupermaskLayer) -> bool:
+        return self.group is None
+
+    def weight_transform(self, layer: SupermaskLayer, weight: Tensor, mask: Tensor) -> Tensor:
+        with torch.no_grad():  # alpha depends on the mask only (the weights are frozen): a constant
+            kept = mask.sum().clamp(min=1)
+            alpha = torch.where(mask, weight.abs(), 0).sum() / kept
+            return torch.sign(weight) * alpha

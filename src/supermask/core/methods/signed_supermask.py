@@ -1,0 +1,88 @@
+"""Signed supermasks (Koster et al., ICLR 2022): a mask in {-1, 0, +1} from a threshold on the score."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from supermask.core import rng
+from supermask.core.masks import StraightThrough, pack_bits, unpack_bits
+from supermask.core.methods.base import MaskMethod, register_method
+from supermask.errors import SupermaskConfigError
+
+if TYPE_CHECKING:
+    from supermask.core.layers import SupermaskLayer
+
+
+@dataclass
+class SignedOptions:
+    """``threshold`` (tau > 0): a weight is kept where |score| > tau, with the sign of its score.
+    ``init_scale``: scores start uniform on (-init_scale, init_scale) (so the initial density is
+    1 - tau / init_scale)."""
+
+    threshold: float = 0.4
+    init_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.threshold > 0:
+            raise SupermaskConfigError(f"option threshold={self.threshold} of method 'signed-supermask' must be > 0")
+        if not self.init_scale > 0:
+            raise SupermaskConfigError(f"option init_scale={self.init_scale} of method 'signed-supermask' must be > 0")
+
+
+@register_method
+class SignedSupermask(MaskMethod):
+    """mask = sign(score) where |score| > tau, else 0; effective weight = W * mask; straight-through
+    d score = d w_eff * W. The density emerges. Stored as two bit-planes (kept, negative): 2 bits per weight."""
+
+    name = "signed-supermask"
+    summary = "scores; mask = sign(s) if |s| > tau else 0 (in {-1, 0, 1}); d s = d w_eff * w; Koster et al. 2022"
+    uses_k = False
+    mask_bits = 2
+    Options = SignedOptions
+
+    def ignored_fields(self) -> set[str]:
+        return super().ignored_fields() | {"score_init", "score_init_value"}
+
+    def initial_scores(self, name: str, shape: tuple[int, ...], fan_shape: tuple[int, ...]) -> Tensor | None:
+        key = rng.derive_key("scores", self.config.seed, name, tuple(shape), "signed-supermask")
+        values = (rng.random_uniform(key, math.prod(shape)) * 2.0 - 1.0) * self.options.init_scale
+        return torch.from_numpy(values.astype(np.float32).reshape(shape))
+
+    def select(self, layer: SupermaskLayer) -> Tensor:
+        scores = layer.scores
+        assert scores is not None
+        s = scores.detach()
+        return torch.where(s.abs() > self.options.threshold, torch.sign(s), torch.zeros_like(s))
+
+    def traceable(self, layer: SupermaskLayer) -> bool:
+        return True
+
+    def traced_mask(self, layer: SupermaskLayer) -> Tensor:
+        return self.select(layer)
+
+    def surrogate(self, scores: Tensor) -> Tensor:
+        return scores  # the mask follows the score itself, not |score|
+
+    def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
+        return StraightThrough.apply(weight, scores, mask.to(weight.dtype))
+
+    def pack(self, mask: Tensor) -> Tensor:
+        flat = mask.reshape(-1)
+        return pack_bits(torch.cat([flat != 0, flat < 0]))
+
+    def unpack(self, packed: Tensor, shape: tuple[int, ...]) -> Tensor:
+        n = math.prod(shape)
+        planes = unpack_bits(packed, (2 * n,))
+        kept, negative = planes[:n].float(), planes[n:].float()
+        if bool((negative > kept).any()):
+            raise ValueError("a weight is marked negative but not kept")
+        return (kept * (1.0 - 2.0 * negative)).reshape(shape)
+
+    def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
+        return mask.float() * (self.options.threshold + 1.0)

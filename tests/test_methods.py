@@ -1,0 +1,208 @@
+"""Every registered mask method, a user's too, through one contract; then each method's own rule on a
+hand-computed example (issue 13)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import supermask
+from supermask.core.layers import SupermaskLayer
+from supermask.core.masks import topk_mask
+from supermask.core.methods import MaskMethod, method_class, method_names, register_method
+from supermask.errors import SupermaskConfigError
+
+
+# --- a user's own method, registered in a few lines (the README shows the same) --------------------------
+@register_method
+class PositiveTopK(MaskMethod):
+    """Keep the top-k of the score itself (not of |score|): a weight with a negative score is never kept."""
+
+    name = "positive-top-k"
+    summary = "scores; top-k of s per layer; d s = d w_eff * w"
+
+    def select(self, layer: SupermaskLayer) -> Tensor:
+        scores = layer.scores.detach()
+        return topk_mask(scores.reshape(-1), layer.kept()).reshape(scores.shape)
+
+    def surrogate(self, scores: Tensor) -> Tensor:
+        return scores
+
+
+METHODS = method_names()
+
+
+def net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+
+def trained(method: str, steps: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method=method, seed=2))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.2, momentum=0.9)
+    x = torch.randn(8, 3, 8, 8)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), torch.arange(8) % 5).backward()
+        opt.step()
+    return model.eval()
+
+
+X = torch.randn(3, 3, 8, 8)
+
+
+def test_the_user_method_is_registered() -> None:
+    assert "positive-top-k" in METHODS and method_class("positive-top-k") is PositiveTopK
+    with pytest.raises(SupermaskConfigError, match="already registered"):
+
+        @register_method
+        class Again(MaskMethod):
+            name = "edge-popup"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_save_load_bit_exact_and_merge_exact(method: str, tmp_path: Path) -> None:
+    model = trained(method)
+    with torch.no_grad():
+        out = model(X)
+    supermask.save(model, tmp_path / "ck")
+    loaded = supermask.load(tmp_path / "ck", net()).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(X), out)
+        merged = supermask.merge(loaded)
+        assert not any(isinstance(m, SupermaskLayer) for m in merged.modules())
+        assert torch.allclose(merged(X), out, atol=1e-6, rtol=0)
+    meta = json.loads((tmp_path / "ck" / "supermask.json").read_text())
+    blob = (tmp_path / "ck" / meta["tensors_file"]).stat().st_size
+    masks = sum(math.ceil(e["shape"][0] * math.prod(e["shape"][1:]) * model[0].method.mask_bits / 8) for e in
+                meta["layers"].values())  # fmt: skip
+    if model[0].method.has_scores:  # the masks at mask_bits per weight, the BatchNorm state and the header
+        assert blob < masks + 4096
+    else:  # learned weights are stored in full
+        assert blob > 4 * (4 * 3 * 9 + 5 * 144)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if method_class(m).has_scores])
+def test_straight_through_gradient_matches_autograd_on_the_reference(method: str) -> None:
+    """The fast backward against autograd on transform(W) * (mask + g(s) - g(s).detach())."""
+    torch.manual_seed(1)
+    model = supermask.to_supermask(nn.Sequential(nn.Linear(12, 7)), supermask.SupermaskConfig(k=0.4, method=method))
+    layer = model[0]
+    with torch.no_grad():
+        layer.scores.normal_()  # scores of both signs (some methods start all positive)
+    layer.eval()  # a deterministic mask, also for the stochastic methods
+    mask = layer.mask()
+    x, r = torch.randn(5, 12), torch.randn(5, 7)
+    weight = layer.base_layer.weight
+    out = F.linear(x, layer.method.effective_weight(layer, weight, layer.scores, mask))
+    (out * r).sum().backward()
+    s = layer.scores.detach().clone().requires_grad_(True)
+    g = layer.method.surrogate(s)
+    reference = layer.method.weight_transform(layer, weight, mask) * (mask + (g - g.detach()))
+    ref_out = F.linear(x, reference)
+    (ref_out * r).sum().backward()
+    assert torch.allclose(out, ref_out, atol=1e-6)
+    assert layer.scores.grad is not None and torch.allclose(layer.scores.grad, s.grad, atol=1e-6)
+    assert layer.base_layer.weight.grad is None  # the weights stay frozen
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compile_equals_eager(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = trained(method, steps=2)
+    with torch.no_grad():
+        eager = model(X)
+        assert torch.equal(torch.compile(model, backend="aot_eager")(X), eager)
+    # the accelerator path (the selection traced into the graph), forced on the CPU
+    monkeypatch.setattr(SupermaskLayer, "traces_selection", lambda self: self.method.traceable(self))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        assert torch.allclose(torch.compile(model, backend="aot_eager")(X), eager, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_set_k(method: str) -> None:
+    model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method=method))
+    if not method_class(method).uses_k:
+        with pytest.raises(SupermaskConfigError, match="k has no effect"):
+            supermask.set_k(model, 0.5)
+        return
+    supermask.set_k(model, 0.5)
+    report = supermask.sparsity_report(model)
+    assert abs(report["converted"]["fraction"] - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("method", ["biprop", "signed-supermask", "threshold", "bernoulli", "positive-top-k"])
+def test_learns_out_of_the_box_on_the_embedded_data(method: str, tmp_path: Path) -> None:
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    cfg = load_run_config(None, [f"supermask.method={method}", f"train.out_dir={tmp_path}", "train.epochs=8"])
+    assert train(cfg, log=lambda *_: None)["accuracy"] > 0.8
+
+
+# --- each method's rule on a hand-computed example ------------------------------------------------------
+
+
+def one_layer(method: str, weight: list[list[float]], scores: list[list[float]], **cfg: Any) -> Any:
+    lin = nn.Linear(2, 2, bias=False)
+    model = supermask.to_supermask(nn.Sequential(lin), supermask.SupermaskConfig(method=method, **cfg))
+    layer = model[0].eval()
+    with torch.no_grad():
+        layer.base_layer.weight.copy_(torch.tensor(weight))
+        layer.scores.copy_(torch.tensor(scores))
+    return layer
+
+
+def test_biprop_alpha_and_binary_weights() -> None:
+    layer = one_layer("biprop", [[1.0, -2.0], [3.0, -4.0]], [[0.1, -0.2], [0.9, -0.5]], k=0.5)
+    assert layer.mask().tolist() == [[False, False], [True, True]]  # top-2 of |score|
+    alpha = (3.0 + 4.0) / 2  # mean |W| over the kept weights
+    assert layer.weight.tolist() == [[0.0, -0.0], [alpha, -alpha]]
+    with pytest.raises(SupermaskConfigError, match="scope='row'.*choose one of: layer, global"):
+        supermask.SupermaskConfig(method="biprop", options={"scope": "row"})
+
+
+def test_biprop_global_scope_keeps_one_per_layer() -> None:
+    model = supermask.to_supermask(
+        nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 2)),
+        supermask.SupermaskConfig(method="biprop", k=0.1, options={"scope": "global"}),
+    )
+    rows = supermask.sparsity_report(model)
+    assert rows["converted"]["kept"] == round(0.1 * 120) and all(r["kept"] >= 1 for r in rows["layers"])
+
+
+def test_signed_supermask_ternary_rule_and_storage(tmp_path: Path) -> None:
+    layer = one_layer("signed-supermask", [[1.0, 2.0], [3.0, 4.0]], [[0.5, -0.5], [0.39, -0.41]])
+    assert layer.mask().tolist() == [[1.0, -1.0], [0.0, -1.0]]  # tau = 0.4
+    assert layer.weight.tolist() == [[1.0, -2.0], [0.0, -4.0]]
+    assert layer.method.mask_bits == 2
+    packed = layer.method.pack(layer.mask())
+    assert packed.numel() == 1 and torch.equal(layer.method.unpack(packed, (2, 2)), layer.mask())
+    with pytest.raises(SupermaskConfigError, match="threshold=-1 .* must be > 0"):
+        supermask.SupermaskConfig(method="signed-supermask", options={"threshold": -1})
+    with pytest.raises(SupermaskConfigError, match="has no option"):
+        supermask.SupermaskConfig(method="signed-supermask", options={"tau": 0.3})
+
+
+def test_threshold_rule_and_piggyback_start() -> None:
+    layer = one_layer("threshold", [[1.0, 2.0], [3.0, 4.0]], [[0.006, 0.005], [0.004, -1.0]])
+    assert layer.mask().tolist() == [[True, False], [False, False]]  # score > 5e-3
+    fresh = supermask.to_supermask(nn.Sequential(nn.Linear(3, 3)), supermask.SupermaskConfig(method="threshold"))
+    assert bool((fresh[0].scores == 1e-2).all()) and bool(fresh[0].mask().all())  # every weight starts kept
+    with pytest.raises(SupermaskConfigError, match="option threshold='x' of method 'threshold' must be a float"):
+        supermask.SupermaskConfig(method="threshold", options={"threshold": "x"})
+
+
+def test_methods_without_k_ignore_it_in_the_experiment_identity() -> None:
+    for method in METHODS:
+        a = supermask.SupermaskConfig(method=method, k=0.3).experiment_dict()
+        b = supermask.SupermaskConfig(method=method, k=0.5).experiment_dict()
+        assert (a == b) is (not method_class(method).uses_k)
