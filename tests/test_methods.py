@@ -135,8 +135,10 @@ def test_set_k(method: str) -> None:
             supermask.set_k(model, 0.5)
         return
     supermask.set_k(model, 0.5)
-    report = supermask.sparsity_report(model)
-    assert abs(report["converted"]["fraction"] - 0.5) < 0.01
+    assert all(layer.k == 0.5 for _, layer in supermask.supermask_layers(model))
+    if method_class(method).exact_k:
+        report = supermask.sparsity_report(model)
+        assert abs(report["converted"]["fraction"] - 0.5) < 0.01
 
 
 @pytest.mark.parametrize("method", ["biprop", "signed-supermask", "threshold", "bernoulli", "positive-top-k"])
@@ -206,3 +208,85 @@ def test_methods_without_k_ignore_it_in_the_experiment_identity() -> None:
         a = supermask.SupermaskConfig(method=method, k=0.3).experiment_dict()
         b = supermask.SupermaskConfig(method=method, k=0.5).experiment_dict()
         assert (a == b) is (not method_class(method).uses_k)
+
+
+def test_gem_miner_schedule_clamp_penalty_and_permanent_pruning(tmp_path: Path) -> None:
+    model = supermask.to_supermask(
+        nn.Sequential(nn.Linear(10, 10)), supermask.SupermaskConfig(method="gem-miner", k=0.1)
+    )
+    layer, method = model[0], model[0].method
+    # density_t = max(k, (1 - p)^(epoch // 5)), p = 1 - k^(1/4) for 20 epochs: k reached at the last pruning
+    assert [round(method.density(e, 20), 4) for e in (5, 10, 15, 20)] == [0.5623, 0.3162, 0.1778, 0.1]
+    assert bool(((layer.scores >= 0) & (layer.scores <= 1)).all())  # U[0, 1]
+    with torch.no_grad():
+        layer.scores.copy_(torch.arange(100.0).reshape(10, 10) / 100)  # score i / 100 at flat index i
+    layer.scores.grad = torch.zeros(10, 10)
+    method.before_step([layer])
+    assert torch.allclose(layer.scores.grad, 2e-4 * layer.scores.detach())  # d(l2 ||s||^2) = 2 l2 s
+    with torch.no_grad():
+        layer.scores[0, 0] = 1.7
+        layer.scores[0, 1] = -0.3
+    method.after_step([layer])
+    assert layer.scores[0, 0] == 1.0 and layer.scores[0, 1] == 0.0  # clamped to [0, 1]
+    method.on_epoch_end([layer], 4, 20)
+    assert not layer.pruned.any()  # only every 5th epoch
+    method.on_epoch_end([layer], 5, 20)
+    flat = layer.pruned.reshape(-1)
+    # the 44 lowest scores go (index 0 was clamped to 1.0, index 1 to 0.0): flat indices 1..44
+    assert int(flat.sum()) == 100 - 56 and bool(flat[1:45].all()) and not flat[0] and not flat[45:].any()
+    mask = layer.eval().mask()
+    assert int(mask.sum()) == 50 and not bool((mask & layer.pruned).any())  # s > 0.5 and not pruned
+    supermask.save(model, tmp_path / "ck")
+    loaded = supermask.load(tmp_path / "ck", nn.Sequential(nn.Linear(10, 10)))
+    assert torch.equal(loaded[0].pruned, layer.pruned)
+
+
+def test_gem_miner_trains_from_the_cli_to_at_most_k(tmp_path: Path) -> None:
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    items = ["supermask.method=gem-miner", "supermask.k=0.3", "supermask.options={period: 4}"]
+    result = train(load_run_config(None, [*items, f"train.out_dir={tmp_path}"]), log=lambda *_: None)
+    assert result["accuracy"] > 0.8 and result["kept_fraction"] <= 0.3 + 1e-9
+
+
+def _iterand(seed: int = 4, n: int = 200, rate: float = 0.1) -> nn.Module:
+    cfg = supermask.SupermaskConfig(method="iterand", k=0.5, seed=seed, options={"rerand_freq": 1, "rate": rate})
+    return supermask.to_supermask(nn.Sequential(nn.Linear(n, n)), cfg)
+
+
+def test_iterand_redraws_pruned_weights_at_its_rate_and_deterministically() -> None:
+    a, b = _iterand(), _iterand()
+    before = a[0].base_layer.weight.detach().clone()
+    mask = a[0].mask().clone()
+    a[0].method.after_step([a[0]])  # rerand_freq = 1: round 1 now
+    changed = a[0].base_layer.weight != before
+    assert not bool((changed & mask).any())  # kept weights never change
+    redrawn = a[0].iterand_round == 1
+    share = float(redrawn.sum()) / float((~mask).sum())
+    assert 0.08 < share < 0.12  # rate 0.1 of the pruned weights
+    assert bool((redrawn & mask).sum() == 0) and bool(changed.le(redrawn).all())
+    b[0].method.after_step([b[0]])
+    assert torch.equal(a[0].base_layer.weight, b[0].base_layer.weight)  # a pure function of the seed
+    assert not torch.equal(_iterand(seed=5)[0].base_layer.weight, before)
+
+
+def test_iterand_checkpoint_rebuilds_the_weights_and_stays_compact(tmp_path: Path) -> None:
+    model = _iterand(n=300)
+    layer = model[0]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(130):  # 130 rounds (100 CIFAR epochs at 391 steps, every 300 steps), masks changing
+        with torch.no_grad():
+            layer.scores.add_(torch.randn(layer.scores.shape, generator=g) * 0.3 * layer.scores.abs().mean())
+        layer.method.after_step([layer])
+    x = torch.randn(4, 300)
+    with torch.no_grad():
+        out = model.eval()(x)
+    supermask.save(model, tmp_path / "ck")
+    loaded = supermask.load(tmp_path / "ck", nn.Sequential(nn.Linear(300, 300))).eval()
+    assert torch.equal(loaded[0].base_layer.weight, layer.base_layer.weight)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out)
+    size = sum(f.stat().st_size for f in (tmp_path / "ck").iterdir())
+    fp32 = 4 * (300 * 300 + 300)
+    assert size <= fp32 / 4, (size, fp32)

@@ -406,6 +406,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                method.before_step(layers)
                 optimizer.step()
                 method.after_step(layers)
                 loss_sum += loss.detach() * len(y)

@@ -68,6 +68,7 @@ def _regenerable_keys(model: nn.Module) -> set[str]:
             continue
         prefix = f"{name}." if name else ""
         keys.add(f"{prefix}scores")
+        keys.update(f"{prefix}{buffer}" for buffer in module.method.own_buffers)  # stored by the method
         if module.method.has_scores:  # its weights are regenerated from the seed
             keys.add(f"{prefix}base_layer.weight")
     return keys
@@ -287,6 +288,8 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     cfg.first_layer_dense = cfg.last_layer_dense = False
     modules = dict(model.named_modules())
     weights: dict[str, torch.Tensor] = {}
+    extra = {k[len("extra/") :]: v for k, v in tensors.items() if k.startswith("extra/")}
+    method = method_class(cfg.method)(cfg)
     for name, entry in layers.items():
         module = modules.get(name)
         if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
@@ -303,6 +306,10 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
         if has_scores:
             fan_shape = tuple(shape[::-1]) if entry["type"] == "Conv1D" else tuple(shape)
             weight = generate_weight(name, tuple(shape), cfg, cfg.k, fan_shape)
+            try:
+                weight = method.restore_weight(name, weight, fan_shape, extra)
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"layer {name!r}: the method's saved state does not fit: {exc}") from exc
             if checksum(weight) != entry["weight_checksum"]:
                 raise CheckpointError(
                     f"the random weights of layer {name!r} regenerated from seed {cfg.seed} do not match the "
@@ -329,7 +336,6 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
         raise CheckpointError(f"wrong architecture: missing state {missing[:10]}, unexpected state {unexpected[:10]}")
     stored: dict[str, torch.Tensor] = {}
     layer_list = list(converted.values())
-    extra = {k[len("extra/") :]: v for k, v in tensors.items() if k.startswith("extra/")}
     with torch.no_grad():
         for name, layer in converted.items():
             if layer.scores is None:

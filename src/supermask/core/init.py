@@ -52,12 +52,19 @@ def weight_std(shape: tuple[int, ...], cfg: SupermaskConfig, k: float) -> float:
 
 
 def generate_weight(
-    name: str, shape: tuple[int, ...], cfg: SupermaskConfig, k: float, fan_shape: tuple[int, ...] | None = None
+    name: str,
+    shape: tuple[int, ...],
+    cfg: SupermaskConfig,
+    k: float,
+    fan_shape: tuple[int, ...] | None = None,
+    salt: str = "",
 ) -> torch.Tensor:
     """The frozen random weight of layer ``name`` (float32, CPU). ``fan_shape``: the shape in
-    (out, in, *kernel) layout when the stored ``shape`` is not (transformers' Conv1D stores (in, out))."""
+    (out, in, *kernel) layout when the stored ``shape`` is not (transformers' Conv1D stores (in, out)).
+    ``salt``: another independent draw from the same distribution (IteRand's re-draws)."""
     n = math.prod(shape)
-    key = rng.derive_key("weight", cfg.seed, name, tuple(shape), cfg.weight_init)
+    parts: tuple[object, ...] = ("weight", cfg.seed, name, tuple(shape), cfg.weight_init)
+    key = rng.derive_key(*parts, salt) if salt else rng.derive_key(*parts)
     std = weight_std(fan_shape or shape, cfg, k)
     if cfg.weight_init == "signed_constant":
         values = rng.random_sign(key, n) * std

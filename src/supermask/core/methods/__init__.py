@@ -18,5 +18,7 @@ from supermask.core.methods import dense  # noqa: F401
 from supermask.core.methods import biprop  # noqa: F401
 from supermask.core.methods import signed_supermask  # noqa: F401
 from supermask.core.methods import threshold  # noqa: F401
+from supermask.core.methods import gem_miner  # noqa: F401
+from supermask.core.methods import iterand  # noqa: F401
 
 __all__ = ["MaskMethod", "NoOptions", "create_method", "method_class", "method_names", "register_method"]

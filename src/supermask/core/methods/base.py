@@ -56,6 +56,10 @@ class MaskMethod:
     ignores: ClassVar[frozenset[str]] = frozenset({"bernoulli_eval"})
     #: the paper's optimiser settings, used by ``supermask train`` for keys the user did not set
     recommended_optim: ClassVar[dict[str, Any]] = {}
+    #: whether the mask keeps exactly ``kept_count(k, n)`` weights (False: k is a target, e.g. Gem-Miner's)
+    exact_k: ClassVar[bool] = True
+    #: per-layer buffers the method keeps in ``train_state`` but stores itself in checkpoints (:meth:`extra_state`)
+    own_buffers: ClassVar[tuple[str, ...]] = ()
     #: a dataclass of the method's own options (``SupermaskConfig.options``)
     Options: ClassVar[type] = NoOptions
 
@@ -142,7 +146,15 @@ class MaskMethod:
     def load_extra_state(self, layers: list[SupermaskLayer], tensors: dict[str, Tensor]) -> None:
         """Restore what :meth:`extra_state` saved."""
 
+    def restore_weight(self, name: str, weight: Tensor, fan_shape: tuple[int, ...], extra: dict[str, Tensor]) -> Tensor:
+        """The layer's frozen weight as saved, from its seed-generated one and the saved extra state
+        (IteRand re-draws some weights during training); checked against the saved checksum."""
+        return weight
+
     # --- training hooks -------------------------------------------------------------------------------
+    def before_step(self, layers: list[SupermaskLayer]) -> None:
+        """Called after the backward pass, before the optimiser step (e.g. add a penalty's gradient)."""
+
     def after_step(self, layers: list[SupermaskLayer]) -> None:
         """Called by the training engine after each optimiser step (e.g. clamp the scores)."""
 
