@@ -290,3 +290,44 @@ def test_iterand_checkpoint_rebuilds_the_weights_and_stays_compact(tmp_path: Pat
     size = sum(f.stat().st_size for f in (tmp_path / "ck").iterdir())
     fp32 = 4 * (300 * 300 + 300)
     assert size <= fp32 / 4, (size, fp32)
+
+
+def _kernel_ops(fn: Any) -> int:
+    """Operations dispatched by ``fn()`` that compute (views and aliases excluded: they launch nothing)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    count = [0]
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if not any(r.alias_info is not None for r in func._schema.returns):
+                count[0] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        fn()
+    return count[0]
+
+
+@pytest.mark.parametrize("method", ["edge-popup", "biprop", "iterand"])
+def test_whole_model_selection_costs_a_constant_number_of_operations(method: str) -> None:
+    """The accelerator path (forced on the CPU): one selection for all layers, the same number of tensor
+    operations for 4 layers as for 20, and exactly the per-layer masks, ties included."""
+    from supermask.core.methods.edge_popup import SegmentedTopK
+
+    counts = []
+    for depth in (4, 20):
+        model = nn.Sequential(*[nn.Linear(9 + i, 10 + i) for i in range(depth)])
+        supermask.to_supermask(model, supermask.SupermaskConfig(k=0.3, method=method))
+        layers = [layer for _, layer in supermask.supermask_layers(model)]
+        with torch.no_grad():
+            for i, layer in enumerate(layers):  # integer scores: many ties
+                layer.scores.copy_(torch.randint(-3, 4, layer.scores.shape, generator=torch.Generator().manual_seed(i)))
+        group = SegmentedTopK(layers)
+        group.compute()  # the cached pattern is made once
+        counts.append(_kernel_ops(group.compute))
+        masks = group.compute()
+        for layer in layers:
+            expected = topk_mask(layer.scores.detach().abs().reshape(-1), layer.kept(), sync_free=True)
+            assert torch.equal(masks[id(layer)].reshape(-1), expected)
+    assert counts[0] == counts[1] <= 10, counts

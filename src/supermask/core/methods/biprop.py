@@ -47,6 +47,7 @@ class Biprop(EdgePopup):
             check_global_k(k, sizes)
 
     def setup(self, layers: list[SupermaskLayer]) -> None:
+        super().setup(layers)
         self.group = GlobalTopK(layers) if self.options.scope == "global" else None
 
     def select(self, layer: SupermaskLayer) -> Tensor:

@@ -57,6 +57,7 @@ class IteRand(EdgePopup):
     Options = IteRandOptions
 
     def setup(self, layers: list[SupermaskLayer]) -> None:
+        super().setup(layers)
         for layer in layers:
             layer.register_buffer("iterand_round", torch.zeros_like(layer.base_layer.weight, dtype=torch.int32))
             layer.register_buffer("iterand_step", torch.zeros((), dtype=torch.int64))

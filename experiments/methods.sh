@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 13: every mask method side by side, under one definition of k. Resumable: rerun to continue.
+# Usage: experiments/methods.sh [mnist|cifar|all]   (default: all; MNIST first)
+# Env: MNIST_DIR (../shared/data/mnist), CIFAR_DIR (../shared/data/cifar10-jpeg75), EPOCHS_MNIST (10),
+#      EPOCHS_CIFAR (2), THREADS (unset: PyTorch's default), JOBS (1).
+# The same schedule for every method (SGD momentum 0.9, batch 128, cosine, the epochs above); each
+# method's own recommended optimiser settings fill lr / weight decay / optimiser where its paper has
+# them (bernoulli: lr 20, no weight decay; threshold: Adam lr 1e-4; gem-miner: no weight decay), the
+# rest use the defaults (lr 0.1, weight decay 1e-4). Methods with a k run at k = 0.05, 0.1, 0.3, 0.5;
+# the others at their natural density; learned dense weights are the baseline. 3 seeds each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHICH=${1:-all}
+SM=${SUPERMASK:-.venv/bin/supermask}
+THREADS_ARG=()
+[ -n "${THREADS:-}" ] && THREADS_ARG=(train.threads="$THREADS")
+JOBS=${JOBS:-1}
+
+grid() {  # grid OUT common...
+  local out=$1; shift
+  $SM sweep "$@" "${THREADS_ARG[@]}" supermask.method=edge-popup,edge-popup-global,biprop,gem-miner,iterand \
+    supermask.k=0.05,0.1,0.3,0.5 train.seed=0,1,2 --out "$out" --jobs "$JOBS"
+  $SM sweep "$@" "${THREADS_ARG[@]}" supermask.method=bernoulli,signed-supermask,threshold,dense \
+    train.seed=0,1,2 --out "$out" --jobs "$JOBS"
+  $SM report "$out" --out "$(dirname "$out")"
+}
+
+if [ "$WHICH" = mnist ] || [ "$WHICH" = all ]; then
+  grid results/methods_mnist/runs model.name=fc data.name=mnist data.root="${MNIST_DIR:-../shared/data/mnist}" \
+    data.batch_size=128 train.epochs="${EPOCHS_MNIST:-10}" train.progress=lines
+fi
+if [ "$WHICH" = cifar ] || [ "$WHICH" = all ]; then
+  grid results/methods_cifar10/runs model.name=conv4 data.name=cifar10-jpeg75 \
+    data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" data.batch_size=128 train.epochs="${EPOCHS_CIFAR:-2}" \
+    train.progress=lines
+fi
