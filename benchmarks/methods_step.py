@@ -1,0 +1,105 @@
+"""Every mask method's training step against the dense step (issue 13). Not a test: prints medians and ratios.
+
+    python benchmarks/methods_step.py [--model conv4] [--reps 20] [--before SRC_DIR] [--rounds 6]
+
+All variants are timed in one process, alternating (dense, method 1, method 2, ..., dense, ...), each step
+including the method's hooks (before/after the optimiser step). ``--before SRC_DIR`` also compares
+edge-popup's step with the code in SRC_DIR (e.g. a git worktree of the commit before a change, its
+``src``): the two versions cannot share a process, so each round runs one child process per version,
+alternating, and the medians of the rounds are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import alternate, machine  # noqa: E402
+
+SHAPES = {"conv4": (3, 32), "conv2": (3, 32), "lenet": (1, 28)}
+
+
+def make_step(model_name: str, method: str | None, batch: int):  # type: ignore[no-untyped-def]
+    import supermask
+    from supermask.models import create
+
+    c, s = SHAPES[model_name]
+    name = "fc" if model_name == "lenet" else model_name
+    torch.manual_seed(0)
+    model = create(name, in_channels=c, image_size=s)
+    hooks = None
+    if method is not None:
+        model = supermask.to_supermask(model, supermask.SupermaskConfig(k=0.5, method=method))
+        layers = [layer for _, layer in supermask.supermask_layers(model)]
+        hooks = (layers[0].method, layers) if hasattr(layers[0].method, "after_step") else None
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, c, s, s, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        if hooks is not None:
+            hooks[0].before_step(hooks[1])
+        opt.step()
+        if hooks is not None:
+            hooks[0].after_step(hooks[1])
+
+    return step
+
+
+def child(model_name: str, reps: int, batch: int) -> None:
+    """One version's edge-popup step, timed alone in this process: prints the median seconds."""
+    step = make_step(model_name, "edge-popup", batch)
+    print(json.dumps(alternate({"step": step}, reps)["step"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="conv4", choices=sorted(SHAPES))
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--before", default=None, help="src folder of the version to compare edge-popup with")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.model, args.reps, args.batch)
+        return
+    from supermask.core.methods import method_names
+
+    print(machine())
+    steps = {"dense": make_step(args.model, None, args.batch)}
+    steps.update({m: make_step(args.model, m, args.batch) for m in method_names() if m != "dense"})
+    medians = alternate(steps, args.reps)
+    print(f"{args.model} training step, batch {args.batch}, median of {args.reps} (alternating):")
+    for name, t in medians.items():
+        print(f"  {name:18s} {t * 1e3:8.1f} ms   {t / medians['dense']:.3f}x dense")
+    if args.before:
+        here = str(Path(__file__).resolve().parents[1] / "src")
+        times: dict[str, list[float]] = {"before": [], "now": []}
+        cmd = [sys.executable, __file__, "--child", "--model", args.model, "--reps", str(args.reps)]
+        for _ in range(args.rounds):
+            for label, src in (("before", args.before), ("now", here)):
+                env = {**os.environ, "PYTHONPATH": src}
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+                times[label].append(float(out.strip().splitlines()[-1]))
+        before, now = statistics.median(times["before"]), statistics.median(times["now"])
+        print(
+            f"edge-popup step: before {before * 1e3:.1f} ms, now {now * 1e3:.1f} ms: now/before {now / before:.3f} "
+            f"(medians of {args.rounds} alternating child processes)"
+        )
+
+
+if __name__ == "__main__":
+    main()
