@@ -115,6 +115,12 @@ def save(
     model.train(was)
     skip = _regenerable_keys(model)
     state = {k: v for k, v in model.state_dict().items() if k not in skip}
+    base_fingerprints: dict[str, str] = {}
+    if cfg.weight_init == "pretrained":  # frozen parameters are the base model's: a fingerprint, not a copy
+        trainable = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+        for key in [n for n, _ in model.named_parameters(remove_duplicate=False)]:
+            if key in state and key not in trainable:
+                base_fingerprints[key] = checksum(state.pop(key))
     state_aliases = _store_state(state, tensors)
     try:
         blob = st_save(tensors)
@@ -133,6 +139,7 @@ def save(
         "left_dense": list(report.left_dense),
         "has_scores": include_scores,
         "state_aliases": state_aliases,
+        "base_fingerprints": base_fingerprints,
         "metadata": metadata or {},
         "tensors_file": f"supermask-{digest[:16]}.safetensors",
         "tensors_sha256": digest,
@@ -242,6 +249,9 @@ def read_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], 
     _expect(meta, "left_dense", list, where)
     _expect(meta, "has_scores", bool, where)
     aliases = _expect(meta, "state_aliases", dict, where)
+    prints = meta.setdefault("base_fingerprints", {})  # optional: absent before masks over trained weights
+    if not isinstance(prints, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prints.items()):
+        raise CheckpointError(f"{where}: base_fingerprints must map names to checksums")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
         raise CheckpointError(f"{where}: state_aliases must map names to names")
     _expect(meta, "metadata", dict, where)
@@ -303,7 +313,15 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
         has_scores = method_class(cfg.method).has_scores
         if (entry.get("weight_checksum") is None) == has_scores:
             raise CheckpointError(f"layer {name!r}: its entry does not fit method {cfg.method!r}")
-        if has_scores:
+        if has_scores and cfg.weight_init == "pretrained":  # the base model's own weights, fingerprinted
+            weight = module.weight.detach().to("cpu", torch.float32).clone()
+            if checksum(weight) != entry["weight_checksum"]:
+                raise CheckpointError(
+                    f"wrong base model: the weights of layer {name!r} differ from those the checkpoint's masks were "
+                    "made for (their fingerprint does not match); load it onto the base model it was trained from"
+                )
+            weights[name] = weight
+        elif has_scores:
             fan_shape = tuple(shape[::-1]) if entry["type"] == "Conv1D" else tuple(shape)
             weight = generate_weight(name, tuple(shape), cfg, cfg.k, fan_shape)
             try:
@@ -331,9 +349,21 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     except RuntimeError as exc:  # shape mismatches
         raise CheckpointError(f"wrong architecture: {' '.join(str(exc).split())[:500]}") from exc
     regenerable = _regenerable_keys(model)
-    missing = [k for k in missing if k not in regenerable]
+    base = meta["base_fingerprints"]
+    missing = [k for k in missing if k not in regenerable and k not in base]
     if missing or unexpected:
         raise CheckpointError(f"wrong architecture: missing state {missing[:10]}, unexpected state {unexpected[:10]}")
+    if base:
+        own = model.state_dict()
+        for key in own:  # in the model's order: the first differing parameter is named
+            if key in base and checksum(own[key]) != base[key]:
+                raise CheckpointError(
+                    f"wrong base model: its parameter {key!r} differs from the one the checkpoint was made with "
+                    "(fingerprint mismatch); load it onto the base model it was trained from"
+                )
+        absent = sorted(set(base) - set(own))
+        if absent:
+            raise CheckpointError(f"wrong base model: it has no parameter {absent[0]!r}")
     stored: dict[str, torch.Tensor] = {}
     layer_list = list(converted.values())
     with torch.no_grad():

@@ -11,7 +11,14 @@ from typing import Any
 
 from supermask.errors import SupermaskConfigError
 
-WEIGHT_INITS = ("signed_constant", "unsigned_constant", "kaiming_normal", "kaiming_uniform", "xavier_normal")
+WEIGHT_INITS = (
+    "signed_constant",
+    "unsigned_constant",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "xavier_normal",
+    "pretrained",
+)
 SCORE_INITS = ("kaiming_uniform", "kaiming_normal", "uniform", "constant")
 FAN_MODES = ("fan_in", "fan_out")
 NONLINEARITIES = ("relu", "linear", "tanh", "sigmoid", "leaky_relu", "gelu")
@@ -38,7 +45,10 @@ class SupermaskConfig:
         layer keeps at least one weight), ``bernoulli`` (Zhou et al. 2019), ``dense`` (weights are
         learned, no mask: the baseline through the same code path), and the others in the README.
     options: the method's own options (a mapping; each method lists and checks its own).
-    weight_init: how the frozen random weights are drawn (see :mod:`supermask.core.init`).
+    weight_init: how the frozen random weights are drawn (see :mod:`supermask.core.init`), or
+        ``pretrained``: each converted module keeps its own weights (frozen; masks over a trained model,
+        as Piggyback). Checkpoints then hold the masks, what the base model does not (trained heads,
+        norms, statistics) and fingerprints of the base weights: loading onto another base is refused.
     fan_mode / nonlinearity: the fan and gain used by ``weight_init``.
     scale_fan: scale the fan by k, so the kept subnetwork has the variance the init aims for.
     score_init / score_init_value: how scores start; ``score_init_value`` is the value of
@@ -136,7 +146,10 @@ class SupermaskConfig:
         out = self.to_dict()
         out.pop("seed")
         defaults = SupermaskConfig().to_dict()
-        for key in _method_class(self.method)(self).ignored_fields():
+        ignored = _method_class(self.method)(self).ignored_fields()
+        if self.weight_init == "pretrained":  # the weights are the model's own: nothing draws them
+            ignored |= {"fan_mode", "nonlinearity", "scale_fan"}
+        for key in ignored:
             out[key] = defaults[key]
         return out
 

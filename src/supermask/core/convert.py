@@ -234,6 +234,8 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
         )
     method = create_method(cfg)
     method.check([int(m.weight.numel()) for _, m in targets], cfg.k)
+    if cfg.weight_init == "pretrained":
+        _check_pretrained(model, cfg, targets, method)
     batchnorms: list[tuple[str, Any]] = []
     if cfg.batchnorm == "non_affine" and method.has_scores:
         batchnorms = [
@@ -244,6 +246,21 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     report.aliases = {n: names[id(m)][1:] for n, m in targets if len(names[id(m)]) > 1}
     report.batchnorm_non_affine = [n for n, _ in batchnorms]
     return _Plan(targets, report, batchnorms, names, method)
+
+
+def _check_pretrained(model: nn.Module, cfg: SupermaskConfig, targets: list[tuple[str, Any]], method: Any) -> None:
+    """Masks over trained weights must not destroy them: no zeroed biases, no dropped BatchNorm affines."""
+    if cfg.bias == "zero" and any(isinstance(getattr(m, "bias", None), torch.Tensor) for _, m in targets):
+        raise SupermaskConfigError(
+            "weight_init='pretrained' with bias='zero' would zero the pretrained biases; set bias='frozen' "
+            "(keep them) or bias='learned'"
+        )
+    affine = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    if cfg.batchnorm == "non_affine" and method.has_scores and affine:
+        raise SupermaskConfigError(
+            f"weight_init='pretrained' with batchnorm='non_affine' would drop the pretrained BatchNorm affine "
+            f"parameters (of {affine[0]!r}, ...); set batchnorm='learned'"
+        )
 
 
 def _unconverted(model: nn.Module, plan: _Plan, cfg: SupermaskConfig) -> list[tuple[UnconvertedEntry, list[Any]]]:
@@ -339,7 +356,12 @@ def to_supermask(
         shape = tuple(module.weight.shape)
         wrapper_cls = _wrapper_class(_convertible_type(module))  # type: ignore[arg-type]
         fan_shape = shape[::-1] if wrapper_cls is SupermaskConv1D else shape
-        weight = _weights[name] if _weights is not None else generate_weight(name, shape, cfg, cfg.k, fan_shape)
+        if _weights is not None:
+            weight = _weights[name]
+        elif cfg.weight_init == "pretrained":
+            weight = module.weight.detach().clone()  # masks over the model's own weights
+        else:
+            weight = generate_weight(name, shape, cfg, cfg.k, fan_shape)
         scores = method.initial_scores(name, shape, fan_shape)
         new_tensors.append((wrapper_cls, weight, scores))
     unconverted = _unconverted(model, plan, cfg)
@@ -404,7 +426,7 @@ def set_k(model: nn.Module, k: float) -> None:
     method.check([int(layer.base_layer.weight.numel()) for _, layer in layers], k)
     for name, layer in layers:
         layer.k = k
-        if cfg.scale_fan:  # the weights' scale depends on k: regenerate them
+        if cfg.scale_fan and cfg.weight_init != "pretrained":  # the weights' scale depends on k: regenerate them
             w = layer.base_layer.weight
             with torch.no_grad():
                 w.copy_(generate_weight(name, tuple(w.shape), cfg, k, layer.fan_shape()))

@@ -18,6 +18,7 @@ from supermask.core.methods.edge_popup import EdgePopup
 from supermask.errors import SupermaskConfigError
 
 if TYPE_CHECKING:
+    from supermask.core.config import SupermaskConfig
     from supermask.core.layers import SupermaskLayer
 
 
@@ -55,6 +56,14 @@ class IteRand(EdgePopup):
     )
     own_buffers = ("iterand_round", "iterand_step")
     Options = IteRandOptions
+
+    def __init__(self, config: SupermaskConfig) -> None:
+        super().__init__(config)
+        if config.weight_init == "pretrained":
+            raise SupermaskConfigError(
+                "method 'iterand' re-draws pruned weights from weight_init's distribution, which "
+                "weight_init='pretrained' does not have; choose a random weight_init"
+            )
 
     def setup(self, layers: list[SupermaskLayer]) -> None:
         super().setup(layers)
