@@ -398,7 +398,20 @@ def to_supermask(
     report.total_parameters = sum(_numel(p) for p in model.parameters())
     model.supermask_config = cfg  # type: ignore[assignment,unused-ignore]
     model.supermask_report = report  # type: ignore[assignment,unused-ignore]
+    if callable(getattr(model, "save_pretrained", None)):  # a Hugging Face model
+        model.save_pretrained = refuse_save_pretrained  # type: ignore[assignment,unused-ignore]
     return model
+
+
+def refuse_save_pretrained(*args: Any, **kwargs: Any) -> None:
+    """Stands in for transformers' ``save_pretrained`` on a converted, unmerged model: what it would write
+    (wrappers, scores, regenerable weights) reloads with ``from_pretrained`` as a model of random weights."""
+    raise SupermaskError(
+        "save_pretrained on a converted, unmerged model would write a model that from_pretrained reloads "
+        "with random weights. Save the masks with supermask.save(model, dir) (1 bit per weight; reload with "
+        "supermask.load), or call supermask.merge(model) first and save_pretrained the plain masked model. "
+        "With the Hugging Face Trainer, set save_strategy='no' and save with supermask.save"
+    )
 
 
 def supermask_layers(model: nn.Module) -> list[tuple[str, Any]]:
@@ -480,4 +493,6 @@ def merge(model: nn.Module) -> nn.Module:
         _replace_everywhere(model, names[id(layer)], base)
     del model.supermask_config
     del model.supermask_report
+    if model.__dict__.get("save_pretrained") is refuse_save_pretrained:
+        del model.__dict__["save_pretrained"]  # the class's own save_pretrained again
     return model
