@@ -344,11 +344,15 @@ def _in_range(key: str, value: float, low: float, high: float | None, low_open: 
 def check(cfg: RunConfig, device: bool = True) -> None:
     """Validate the values and the choices that depend on the registry (model, data set, ...), and with
     ``device`` that this machine has ``train.device``."""
-    from supermask.data import DATASET_NAMES
+    from supermask.data import DATASET_NAMES, DATASETS
     from supermask.models import MODEL_NAMES
 
+    if ":" in cfg.model.name:  # a model of your own: its factory must import
+        from supermask.models import factory
+
+        factory(cfg.model.name)
     choices = {
-        "model.name": (cfg.model.name, MODEL_NAMES),
+        "model.name": (cfg.model.name, MODEL_NAMES if ":" not in cfg.model.name else (cfg.model.name,)),
         "data.name": (cfg.data.name, DATASET_NAMES),
         "optim.name": (cfg.optim.name, ("sgd", "adam")),
         "optim.schedule": (cfg.optim.schedule, ("cosine", "constant")),
@@ -382,6 +386,10 @@ def check(cfg: RunConfig, device: bool = True) -> None:
     for key, number, low, high, low_open, high_open in ranges:
         if number is not None:
             _in_range(key, number, low, high, low_open, high_open)
+    if DATASETS[d.name].folder and not d.root:
+        raise SupermaskConfigError(
+            f"data.name={d.name} needs data.root=DIR: a folder with train/ and val/ (or test/), one sub-folder per class"
+        )
     if device:
         check_device(t.device)
     cfg.supermask_config()  # validates every supermask option

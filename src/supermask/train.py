@@ -30,7 +30,7 @@ from supermask import models
 from supermask.core import checkpoint
 from supermask.core.convert import sparsity_report, supermask_layers, to_supermask
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
-from supermask.errors import NonFiniteScoresError, RunBusyError, StorageError, TrainingError
+from supermask.errors import DataError, NonFiniteScoresError, RunBusyError, StorageError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs
 from supermask.runconfig import RunConfig, experiment_key, from_dict, to_yaml
 
@@ -57,8 +57,8 @@ def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: 
 
 def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> tuple[Any, Any, int, int, int]:
     """(train loader, test loader, num_classes, in_channels, image_size)."""
-    if cfg.data.name == "imagenet":
-        size = cfg.data.image_size or 224
+    if DATASETS[cfg.data.name].folder:
+        size = cfg.data.image_size or DATASETS[cfg.data.name].image_size
         train, test, info, classes = build_folder_loaders(
             cfg.data.root, size, cfg.data.batch_size, cfg.data.workers, cfg.train.seed, rank, world
         )
@@ -563,9 +563,12 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
     name = cfg.data.name
     info = DATASETS[name]
     classes, channels, size = info.num_classes, info.in_channels, info.image_size
-    if name == "imagenet":
-        size = cfg.data.image_size or 224
-        classes = len([d for d in (Path(cfg.data.root or ".") / "train").iterdir() if d.is_dir()])
+    if info.folder:
+        size = cfg.data.image_size or info.image_size
+        train_dir = Path(cfg.data.root or ".").expanduser() / "train"
+        if not train_dir.is_dir():
+            raise DataError(f"{train_dir} does not exist: the run's image folder is needed to know its classes")
+        classes = len([d for d in train_dir.iterdir() if d.is_dir()])
     plain = models.create(
         cfg.model.name, num_classes=classes, width=cfg.model.width, in_channels=channels, image_size=size
     )

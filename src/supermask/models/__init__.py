@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -37,13 +39,56 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 MODEL_NAMES = tuple(sorted(_REGISTRY))
 
 
+def factory(name: str) -> Callable[..., Any]:
+    """The callable of ``package.module:callable`` (a model of your own); a config error naming what failed."""
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise SupermaskConfigError(f"model.name={name!r}: a model of your own is written package.module:callable")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import error, or the module's own failure: both the user's to fix
+        raise SupermaskConfigError(
+            f"model.name={name!r}: cannot import {module_name!r} ({type(exc).__name__}: {exc}); is it on PYTHONPATH?"
+        ) from exc
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)  # type: ignore[assignment]
+        if fn is None:
+            raise SupermaskConfigError(f"model.name={name!r}: {module_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise SupermaskConfigError(f"model.name={name!r}: {attr!r} is not callable")
+    return fn  # type: ignore[return-value]
+
+
+def _create_own(name: str, **offered: Any) -> nn.Module:
+    """Call a factory with the arguments it accepts of ``num_classes``, ``in_channels``, ``image_size``, ``width``."""
+    fn = factory(name)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
+    try:
+        model = fn(**kwargs)
+    except TypeError as exc:
+        raise SupermaskConfigError(f"model.name={name!r}: calling it with {sorted(kwargs)} failed: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise SupermaskConfigError(f"model.name={name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
 def create(
     name: str, num_classes: int = 10, width: float = 1.0, in_channels: int = 3, image_size: int = 32, **kwargs: Any
 ) -> nn.Module:
-    """Build model ``name`` (see :data:`MODEL_NAMES`). ``width`` multiplies every hidden width.
+    """Build model ``name`` (see :data:`MODEL_NAMES`, or ``package.module:callable`` for your own: a factory
+    returning an ``nn.Module``, given ``num_classes``, ``in_channels``, ``image_size`` and ``width`` where it
+    accepts them). ``width`` multiplies every hidden width.
 
     MLPs take ``image_size`` and ``in_channels`` to size their input (in_channels * image_size**2).
     """
+    if ":" in name:
+        return _create_own(name, num_classes=num_classes, width=width, in_channels=in_channels, image_size=image_size)
     if name not in _REGISTRY:
         raise SupermaskConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     if not (isinstance(num_classes, int) and num_classes >= 1):

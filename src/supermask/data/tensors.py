@@ -1,0 +1,111 @@
+"""Small data sets held whole on the training device as uint8 tensors, with batched augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from supermask.data.readers import load_arrays
+from supermask.data.registry import DATASETS, DatasetInfo
+
+
+class TensorLoader:
+    """Batches of a data set held on ``device`` as uint8, with batched crop/flip and normalisation.
+
+    Each epoch draws one seeded permutation; with ``world_size > 1`` each rank takes its slice of
+    it (``perm[rank::world_size]``, trimmed to equal length), so ranks see disjoint data.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray | Tensor,
+        y: np.ndarray | Tensor,
+        info: DatasetInfo,
+        batch_size: int,
+        *,
+        train: bool,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: bool | None = None,
+    ) -> None:
+        self.x = torch.as_tensor(np.array(x) if isinstance(x, np.ndarray) else x).to(device)
+        self.y = torch.as_tensor(np.array(y) if isinstance(y, np.ndarray) else y).to(device)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.train = train
+        self.augment = info.augment if augment is None else augment
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(info.mean, device=self.device).view(shape) * 255.0
+        self.std = torch.tensor(info.std, device=self.device).view(shape) * 255.0
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.y) // self.world_size
+        return -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self, gen: torch.Generator) -> Tensor:
+        n = len(self.y)
+        if self.train:
+            order = torch.randperm(n, generator=gen, device="cpu").to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        if self.world_size > 1:
+            per_rank = n // self.world_size
+            order = order[self.rank :: self.world_size][:per_rank]
+        return order
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = torch.Generator(device="cpu").manual_seed(self.seed * 100003 + self.epoch)
+        order = self._indices(gen)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = self.x[idx]
+            if self.train and self.augment:
+                x = random_crop_flip(x, gen)
+            yield (x.float() - self.mean) / self.std, self.y[idx]
+
+
+def random_crop_flip(x: Tensor, gen: torch.Generator, padding: int = 4) -> Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole NCHW batch at once."""
+    b, c, h, w = x.shape
+    shifts = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device)
+    flips = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    rows = (shifts[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = shifts[1, :, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def build_tensor_loaders(
+    name: str,
+    root: str | None,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    eval_batch_size: int = 1000,
+) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
+    """Train and test loaders of a small data set."""
+    arrays = load_arrays(name, root)
+    info = DATASETS[name]
+    train = TensorLoader(
+        *arrays["train"], info, batch_size, train=True, device=device, seed=seed, rank=rank, world_size=world_size
+    )
+    test = TensorLoader(*arrays["test"], info, eval_batch_size, train=False, device=device, seed=seed)
+    return train, test, info
+
+
+# --- ImageNet-style folders ------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""Your own model (model.name=package.module:callable) and your own images (data.name=folder) from the
+CLI, with clear errors when the import or the folder is wrong (issue 14, item 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from supermask import cli
+
+OWN = """
+from torch import nn
+
+def small(num_classes, image_size=8, in_channels=1):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+def broken():
+    return "not a module"
+
+CONSTANT = 3
+"""
+
+
+@pytest.fixture
+def own_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "my_models_for_test.py").write_text(OWN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_models_for_test"
+
+
+def test_a_model_of_your_own_trains_and_evaluates(own_module: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    runs = tmp_path / "runs"
+    assert cli.main(["train", f"model.name={own_module}:small", f"train.out_dir={runs}", "train.epochs=5"]) == 0
+    run_dir = next(runs.iterdir())
+    assert json.loads((run_dir / "result.json").read_text())["accuracy"] > 0.8
+    capsys.readouterr()
+    assert cli.main(["eval", str(run_dir), "--json"]) == 0  # the factory is called again to rebuild it
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("no_such_module_xyz:make", "cannot import 'no_such_module_xyz'"),
+        ("{mod}:nope", "has no attribute 'nope'"),
+        ("{mod}:CONSTANT", "'CONSTANT' is not callable"),
+        ("{mod}:broken", "returned str, not a torch.nn.Module"),
+        ("{mod}:", "is written package.module:callable"),
+    ],
+)
+def test_a_wrong_model_factory_is_one_clear_line(
+    own_module: str, name: str, message: str, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    code = cli.main(
+        ["train", f"model.name={name.format(mod=own_module)}", f"train.out_dir={tmp_path}", "train.epochs=1"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def _images(root: Path, splits: tuple[str, ...] = ("train", "val"), classes: tuple[str, ...] = ("red", "blue")) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for c, cls in enumerate(classes):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(12):
+                arr = rng.integers(0, 60, (10, 12, 3), dtype=np.uint8)
+                arr[..., 0 if c == 0 else 2] += 180  # a class is a colour: learnable in a few steps
+                Image.fromarray(arr).save(root / split / cls / f"{i}.png")
+
+
+def test_a_folder_of_your_own_images_trains(tmp_path: Path) -> None:
+    _images(tmp_path / "img", splits=("train", "test"))  # test/ stands in for val/
+    common = ["data.name=folder", f"data.root={tmp_path / 'img'}", "data.image_size=8", "data.workers=0",
+              "data.batch_size=8", "model.name=mlp", "train.epochs=4", f"train.out_dir={tmp_path / 'runs'}"]  # fmt: skip
+    assert cli.main(["train", *common]) == 0
+    result = json.loads(next((tmp_path / "runs").rglob("result.json")).read_text())
+    assert result["accuracy"] >= 0.75 and result["dataset"] == "folder"
+
+
+@pytest.mark.parametrize("case", ["no root", "no held-out split", "other classes"])
+def test_a_wrong_folder_is_one_clear_line(case: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "img"
+    items = ["data.name=folder", "data.workers=0", "model.name=mlp", f"train.out_dir={tmp_path / 'runs'}"]
+    if case != "no root":
+        items.append(f"data.root={root}")
+    if case == "no held-out split":
+        _images(root, splits=("train",))
+    if case == "other classes":
+        _images(root, splits=("train",))
+        _images(root, splits=("val",), classes=("red", "green"))
+    assert cli.main(["train", *items]) == 2
+    err = capsys.readouterr().err
+    expected = {"no root": "needs data.root=DIR", "no held-out split": "val does not exist",
+                "other classes": "must have the same class folders"}[case]  # fmt: skip
+    assert err.count("\n") == 1 and expected in err, err
