@@ -15,6 +15,7 @@ from supermask.core.convert import (  # noqa: E402
 )
 from supermask.core.layers import SupermaskConv, SupermaskLayer, SupermaskLinear  # noqa: E402
 from supermask.core.masks import kept_count  # noqa: E402
+from supermask.core.tasks import current_task, infer_task, set_task  # noqa: E402
 from supermask.errors import (  # noqa: E402
     CheckpointError,
     DataError,
@@ -41,13 +42,16 @@ __all__ = [
     "SupermaskLayer",
     "SupermaskLinear",
     "__version__",
+    "current_task",
     "get_config",
+    "infer_task",
     "kept_count",
     "load",
     "merge",
     "read_checkpoint",
     "save",
     "set_k",
+    "set_task",
     "sparsity_report",
     "supermask_layers",
     "to_supermask",

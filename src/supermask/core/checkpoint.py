@@ -68,6 +68,7 @@ def _regenerable_keys(model: nn.Module) -> set[str]:
             continue
         prefix = f"{name}." if name else ""
         keys.add(f"{prefix}scores")
+        keys.update(f"{prefix}scores_bank.{t}" for t in range(module.tasks))
         keys.update(f"{prefix}{buffer}" for buffer in module.method.own_buffers)  # stored by the method
         if module.method.has_scores:  # its weights are regenerated from the seed
             keys.add(f"{prefix}base_layer.weight")
@@ -93,22 +94,32 @@ def save(
     was = model.training
     model.eval()
     converted = supermask_layers(model)
+    active = converted[0][1].task if converted else 0
     with torch.no_grad():
         for name, layer in converted:
             weight = layer.base_layer.weight
-            method = layer.method
-            entry: dict[str, Any] = {
+            layers[name] = {
                 "type": type(layer.base_layer).__name__,
                 "shape": list(weight.shape),
-                "weight_checksum": checksum(weight) if method.has_scores else None,
+                "weight_checksum": checksum(weight) if layer.method.has_scores else None,
             }
-            if method.has_scores:
+        for task in range(cfg.tasks):  # every layer on one task at a time (a global top-k spans layers)
+            for _, layer in converted:
+                layer.use_task(task)
+            for name, layer in converted:
+                if not layer.method.has_scores:
+                    continue
                 mask = layer.mask()
-                entry["kept"] = method.kept(mask)
-                tensors[f"mask/{name}"] = method.pack(mask)
+                key = _task_key(name, task, cfg.tasks)
+                if cfg.tasks == 1:
+                    layers[name]["kept"] = layer.method.kept(mask)
+                else:
+                    layers[name].setdefault("kept", []).append(layer.method.kept(mask))
+                tensors[f"mask/{key}"] = layer.method.pack(mask)
                 if include_scores and layer.scores is not None:
-                    tensors[f"scores/{name}"] = layer.scores.detach().cpu().contiguous()
-            layers[name] = entry
+                    tensors[f"scores/{key}"] = layer.scores.detach().cpu().contiguous()
+        for _, layer in converted:
+            layer.use_task(active)
         if converted:
             for key, value in converted[0][1].method.extra_state([layer for _, layer in converted]).items():
                 tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
@@ -161,6 +172,11 @@ def save(
     return out
 
 
+def _task_key(name: str, task: int, tasks: int) -> str:
+    """A layer's tensor name for one task (the plain layer name without a bank of tasks)."""
+    return name if tasks == 1 else f"{name}/task{task}"
+
+
 def _store_state(state: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> dict[str, str]:
     """Put each state tensor in ``tensors`` once: a tensor reached under several keys (a shared module, tied
     weights) is stored under its first key, and ``{other key: first key}`` is returned."""
@@ -205,7 +221,9 @@ def _check_layers(layers: dict[str, Any], where: str) -> None:
             raise CheckpointError(f"{here}: shape {shape!r} is not a list of positive integers")
         if entry.get("weight_checksum") is not None:
             _expect(entry, "weight_checksum", str, here)
-            _expect(entry, "kept", int, here)
+            kept = _expect(entry, "kept", (int, list), here)
+            if isinstance(kept, list) and not all(isinstance(n, int) and not isinstance(n, bool) for n in kept):
+                raise CheckpointError(f"{here}: kept must be a count per task")
 
 
 def read_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -364,36 +382,50 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
         absent = sorted(set(base) - set(own))
         if absent:
             raise CheckpointError(f"wrong base model: it has no parameter {absent[0]!r}")
-    stored: dict[str, torch.Tensor] = {}
     layer_list = list(converted.values())
     with torch.no_grad():
-        for name, layer in converted.items():
-            if layer.scores is None:
-                continue
-            method = layer.method
-            packed = tensors.get(f"mask/{name}")
-            if packed is None:
-                raise CheckpointError(f"the checkpoint has no mask for layer {name!r}")
-            try:
-                mask = method.unpack(packed, tuple(layer.scores.shape))
-            except ValueError as exc:
-                raise CheckpointError(f"the mask of layer {name!r} is malformed: {exc}") from exc
-            if method.kept(mask) != layers[name]["kept"]:
-                raise CheckpointError(f"the mask of layer {name!r} does not have the recorded kept count")
-            stored[name] = mask
-            saved_scores = tensors.get(f"scores/{name}")
-            if saved_scores is not None:
-                if saved_scores.shape != layer.scores.shape:
-                    raise CheckpointError(f"the scores of layer {name!r} have the wrong shape")
-                layer.scores.copy_(saved_scores)
-            else:  # scores that select exactly this mask under the method's own rule
-                layer.scores.copy_(method.scores_for(layer, mask))
         if layer_list:
             try:
                 layer_list[0].method.load_extra_state(layer_list, extra)
             except (KeyError, ValueError, RuntimeError) as exc:
                 raise CheckpointError(f"the method's saved state does not fit: {exc}") from exc
-    _verify_masks(model, stored)
+        for task in range(cfg.tasks):
+            for layer in layer_list:
+                layer.use_task(task)
+            stored: dict[str, torch.Tensor] = {}
+            for name, layer in converted.items():
+                if layer.scores is None:
+                    continue
+                method = layer.method
+                key = _task_key(name, task, cfg.tasks)
+                packed = tensors.get(f"mask/{key}")
+                if packed is None:
+                    raise CheckpointError(f"the checkpoint has no mask for layer {key!r}")
+                try:
+                    mask = method.unpack(packed, tuple(layer.scores.shape))
+                except ValueError as exc:
+                    raise CheckpointError(f"the mask of layer {key!r} is malformed: {exc}") from exc
+                kept = layers[name]["kept"]
+                expected = (
+                    kept
+                    if cfg.tasks == 1
+                    else kept[task]
+                    if isinstance(kept, list) and len(kept) == cfg.tasks
+                    else None
+                )
+                if method.kept(mask) != expected:
+                    raise CheckpointError(f"the mask of layer {key!r} does not have the recorded kept count")
+                stored[name] = mask
+                saved_scores = tensors.get(f"scores/{key}")
+                if saved_scores is not None:
+                    if saved_scores.shape != layer.scores.shape:
+                        raise CheckpointError(f"the scores of layer {key!r} have the wrong shape")
+                    layer.scores.copy_(saved_scores)
+                else:  # scores that select exactly this mask under the method's own rule
+                    layer.scores.copy_(method.scores_for(layer, mask))
+            _verify_masks(model, stored)
+        for layer in layer_list:
+            layer.use_task(0)
     model.supermask_config = saved_cfg  # type: ignore[assignment,unused-ignore]
     model.supermask_report.left_dense = [str(n) for n in meta["left_dense"]]  # type: ignore[union-attr]
     return model

@@ -69,6 +69,8 @@ class SupermaskConfig:
     unsupported: what to do with modules holding weights that cannot be masked (embeddings, RNNs,
         MultiheadAttention's packed in-projection, weights tied to another module): ``report`` them in
         the conversion report and leave them unchanged, or ``raise``.
+    tasks: the number of task masks over one backbone (SupSup): each converted layer keeps one set of
+        scores per task, :func:`supermask.set_task` chooses the one the forward pass uses and trains.
     extra: free-form notes kept with the config (not read by supermask).
     unconverted: what happens to every parameter that is not converted and not governed by ``bias``,
         ``batchnorm`` or ``first/last_layer_dense`` (LayerNorms, embeddings, raw ``nn.Parameter``s,
@@ -94,6 +96,7 @@ class SupermaskConfig:
     unsupported: str = "report"
     bernoulli_eval: str = "sample"
     unconverted: str = "freeze"
+    tasks: int = 1
     options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +120,10 @@ class SupermaskConfig:
         _check_spec(self.target_modules, "target_modules")
         _check_spec(self.exclude_modules, "exclude_modules")
         method(self)  # the method's own options, checked
+        if self.tasks < 1:
+            raise SupermaskConfigError(f"tasks={self.tasks} must be at least 1 (the number of task masks)")
+        if self.tasks > 1 and not method.has_scores:
+            raise SupermaskConfigError(f"tasks={self.tasks}: method {self.method!r} has no masks to keep one per task")
         if self.seed < 0:
             raise SupermaskConfigError(f"seed={self.seed!r} must be a non-negative integer")
 

@@ -363,11 +363,15 @@ def to_supermask(
         else:
             weight = generate_weight(name, shape, cfg, cfg.k, fan_shape)
         scores = method.initial_scores(name, shape, fan_shape)
-        new_tensors.append((wrapper_cls, weight, scores))
+        banks: list[torch.Tensor] | None = None
+        if cfg.tasks > 1 and scores is not None:  # task t > 0 draws its own scores (task 0's are the plain ones)
+            others = [method.initial_scores(f"{name}@task{t}", shape, fan_shape) for t in range(1, cfg.tasks)]
+            banks = [scores, *[s for s in others if s is not None]]
+        new_tensors.append((wrapper_cls, weight, scores, banks))
     unconverted = _unconverted(model, plan, cfg)
 
     wrappers: list[SupermaskLayer] = []
-    for (name, module), (wrapper_cls, weight, scores) in zip(plan.targets, new_tensors):
+    for (name, module), (wrapper_cls, weight, scores, banks) in zip(plan.targets, new_tensors):
         ref = module.weight
         trains_weight = not method.has_scores
         module.weight = nn.Parameter(weight.to(device=ref.device, dtype=ref.dtype), requires_grad=trains_weight)
@@ -379,7 +383,9 @@ def to_supermask(
                 with torch.no_grad():
                     bias.zero_()
             bias.requires_grad_(cfg.bias == "learned")
-        wrapper = wrapper_cls(module, name, method, cfg.k, scores)
+        if banks is not None:
+            banks = [b.to(device=ref.device, dtype=ref.dtype) for b in banks]
+        wrapper = wrapper_cls(module, name, method, cfg.k, scores, banks)
         wrapper.train(module.training)
         _replace_everywhere(model, plan.names[id(module)], wrapper)
         wrappers.append(wrapper)
@@ -393,7 +399,7 @@ def to_supermask(
             p.requires_grad = entry.trainable  # (not requires_grad_(): lazy parameters refuse calls)
     report = plan.report
     report.unconverted = [entry for entry, _ in unconverted]
-    report.score_parameters = sum(int(w.scores.numel()) for w in wrappers if w.scores is not None)
+    report.score_parameters = sum(int(w.scores.numel()) * w.tasks for w in wrappers if w.scores is not None)
     report.trainable_parameters = sum(_numel(p) for p in model.parameters() if p.requires_grad)
     report.total_parameters = sum(_numel(p) for p in model.parameters())
     model.supermask_config = cfg  # type: ignore[assignment,unused-ignore]

@@ -26,13 +26,27 @@ class SupermaskLayer(nn.Module):
 
     base_layer: Any  # nn.Linear or nn.ConvNd (typed loosely: torch types module attributes as Tensor | Module)
 
-    def __init__(self, base_layer: nn.Module, name: str, method: MaskMethod, k: float, scores: Tensor | None) -> None:
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        name: str,
+        method: MaskMethod,
+        k: float,
+        scores: Tensor | None,
+        task_scores: list[Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.layer_name = name
         self.method = method
         self.k = k
-        self.scores: nn.Parameter | None = nn.Parameter(scores) if scores is not None else None
+        self.task = 0
+        if task_scores is None:
+            self.scores: nn.Parameter | None = nn.Parameter(scores) if scores is not None else None
+        else:  # a bank of task masks: one Parameter per task; ``scores`` is the active one (not registered twice)
+            self.scores_bank = nn.ParameterList([nn.Parameter(s) for s in task_scores])
+            self.use_task(0)
+        self._superposition: Tensor | None = None
         self._hint = new_hint()
         self._mask_key: tuple[Any, ...] | None = None
         self._mask: Tensor | None = None
@@ -46,6 +60,23 @@ class SupermaskLayer(nn.Module):
             if name == "base_layer":
                 raise
             return getattr(self.base_layer, name)
+
+    # --- tasks (a bank of masks) ---------------------------------------------------------------
+    @property
+    def tasks(self) -> int:
+        """Number of task masks (1 without a bank)."""
+        bank: Any = self._modules.get("scores_bank")
+        return len(bank) if bank is not None else 1
+
+    def use_task(self, task: int) -> None:
+        """Make task ``task``'s scores the ones the forward pass uses and the only ones that train."""
+        bank: Any = self._modules.get("scores_bank")
+        if bank is None:
+            return
+        for i, p in enumerate(bank):
+            p.requires_grad_(i == task)
+        self.__dict__["scores"] = bank[task]  # an alias of the registered bank entry
+        self.task = task
 
     # --- the mask -----------------------------------------------------------------------------
     def _scores_key(self) -> tuple[Any, ...]:
@@ -85,6 +116,9 @@ class SupermaskLayer(nn.Module):
         the scores (straight-through)."""
         if not self.method.has_scores:
             return self.base_layer.weight
+        if self._superposition is not None:  # infer_task: every task's mask, weighted by alphas
+            weight = self.base_layer.weight
+            return self.method.weight_transform(self, weight, self._superposition != 0) * self._superposition
         if torch.compiler.is_compiling() and self.traces_selection():
             return self._traced_effective_weight()
         return self._eager_effective_weight()
