@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,21 @@ def test_compiled_model_on_the_gpu_is_one_graph() -> None:
     model = _model().cuda()
     explained = torch._dynamo.explain(model)(torch.randn(4, 3, 8, 8, device="cuda"))
     assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["edge-popup", "biprop", "iterand"])
+def test_segmented_selection_on_the_gpu_equals_the_host(method: str) -> None:
+    """On the GPU every layer's mask comes from one segmented selection; it must equal the per-layer
+    host selection (ties included)."""
+    import supermask
+    from supermask.models import create
+
+    cpu = supermask.to_supermask(create("conv4", width=0.25), supermask.SupermaskConfig(k=0.3, method=method))
+    with torch.no_grad():
+        for _, layer in supermask.supermask_layers(cpu):
+            layer.scores.copy_(torch.randint(-3, 4, layer.scores.shape).float())  # many ties
+    gpu = copy.deepcopy(cpu).cuda().eval()
+    cpu.eval()
+    for (_, a), (_, b) in zip(supermask.supermask_layers(cpu), supermask.supermask_layers(gpu)):
+        assert torch.equal(a.mask(), b.mask().cpu())
