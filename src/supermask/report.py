@@ -183,13 +183,14 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
     fields = [k for k in summary[0] if not k.startswith("setting:")]
     atomic_write(out / "results.csv", _csv(summary, fields))
     lines = [
-        "| data set | model | width | method | weight init | other settings | % kept | epochs | n | test accuracy (%) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | model | width | method | weight init | other settings | k | % kept | epochs | n | test accuracy (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
+        k = "-" if s["k"] is None else f"{s['k']:g}"
         lines.append(
             f"| {s['dataset']} | {s['model']} | {s['width']} | {s['method']} | {s['weight_init']} | "
-            f"{s['settings'] or '-'} | {s['kept_percent']:.1f} | {s['epochs']} | {s['seeds']} | "
+            f"{s['settings'] or '-'} | {k} | {s['kept_percent']:.1f} | {s['epochs']} | {s['seeds']} | "
             f"{_mean_std(s['accuracy_mean'], s['accuracy_std'])} |"
         )
     lines.append("")

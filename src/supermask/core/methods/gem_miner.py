@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 class GemMinerOptions:
     """``l2``: lambda of the penalty lambda * ||s||^2 on the scores (the paper: 1e-4). ``period``: epochs
     between permanent prunings (5). ``prune_rate``: p, the fraction of the active weights each pruning
-    removes; 0 (default): the p that reaches k at the last pruning of the run, 1 - k^(1 / rounds)."""
+    removes; 0 (default): the p that reaches k at the last pruning that still leaves ``period`` epochs of
+    training after it, 1 - k^(1 / rounds) with rounds = max(1, epochs // period - 1)."""
 
     l2: float = 1e-4
     period: int = 5
@@ -103,7 +104,7 @@ class GemMiner(MaskMethod):
     def density(self, epoch: int, epochs: int) -> float:
         """The schedule: the fraction of each layer left active after ``epoch`` (counted from 1)."""
         k = self.config.k
-        rounds = max(1, epochs // self.options.period)
+        rounds = max(1, epochs // self.options.period - 1)  # the last ``period`` epochs train the final mask
         p = self.options.prune_rate or 1.0 - k ** (1.0 / rounds)
         return max(k, (1.0 - p) ** (epoch // self.options.period))
 
