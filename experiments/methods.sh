@@ -32,5 +32,5 @@ fi
 if [ "$WHICH" = cifar ] || [ "$WHICH" = all ]; then
   grid results/methods_cifar10/runs model.name=conv4 data.name=cifar10-jpeg75 \
     data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" data.batch_size=128 train.epochs="${EPOCHS_CIFAR:-2}" \
-    train.progress=lines
+    train.bf16=false train.progress=lines  # fp32 throughout, whatever the default precision becomes
 fi
