@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--before", default=None, help="src folder of the version to compare edge-popup with")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--methods", default=None, help="comma-separated subset (default: every registered one)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -80,7 +81,8 @@ def main() -> None:
 
     print(machine())
     steps = {"dense": make_step(args.model, None, args.batch)}
-    steps.update({m: make_step(args.model, m, args.batch) for m in method_names() if m != "dense"})
+    chosen = args.methods.split(",") if args.methods else [m for m in method_names() if m != "dense"]
+    steps.update({m: make_step(args.model, m, args.batch) for m in chosen})
     medians = alternate(steps, args.reps)
     print(f"{args.model} training step, batch {args.batch}, median of {args.reps} (alternating):")
     for name, t in medians.items():

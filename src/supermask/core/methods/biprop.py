@@ -58,6 +58,11 @@ class Biprop(EdgePopup):
 
     def weight_transform(self, layer: SupermaskLayer, weight: Tensor, mask: Tensor) -> Tensor:
         with torch.no_grad():  # alpha depends on the mask only (the weights are frozen): a constant
-            kept = mask.sum().clamp(min=1)
-            alpha = torch.where(mask, weight.abs(), 0).sum() / kept
-            return torch.sign(weight) * alpha
+            key = (id(weight), weight._version, weight.device)
+            cached = layer.__dict__.get("_biprop_parts")
+            if cached is None or cached[0] != key:  # |W| and sign(W) change only with the weights
+                cached = (key, weight.abs(), torch.sign(weight))
+                layer.__dict__["_biprop_parts"] = cached
+            _, magnitude, sign = cached
+            alpha = (magnitude * mask).sum() / mask.sum().clamp(min=1)
+            return sign * alpha
