@@ -42,6 +42,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from supermask.train import build_data, evaluate, load_run, pick_device
 
     model, cfg, path = load_run(args.path)
+    if cfg.data.split_tasks > 1:
+        raise SupermaskError(
+            f"{path} is a run over {cfg.data.split_tasks} tasks: its result.json holds the accuracy of each task and "
+            "of task inference; in Python, supermask.load it and supermask.set_task(model, i) to use task i"
+        )
     if args.data_root:
         cfg.data.root = args.data_root
     device = pick_device(args.device)

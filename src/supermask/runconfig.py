@@ -37,7 +37,8 @@ class DataSection:
     batch_size: int = 64  # per process
     eval_batch_size: int = 1000
     workers: int = 4  # DataLoader workers for image folders (imagenet)
-    image_size: int | None = None  # imagenet only; default 224
+    image_size: int | None = None  # image folders only (imagenet, folder); default 224
+    split_tasks: int = 1  # > 1: the classes cut into this many tasks, one mask each (SupSup); see supermask.multitask
 
 
 @dataclass
@@ -320,6 +321,8 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
         key, value = parse_override(item)
         set_key(cfg, key, value, raw=item.partition("=")[2])
         explicit.add(key)
+    if cfg.data.split_tasks > 1 and "supermask.tasks" not in explicit:
+        cfg.supermask["tasks"] = cfg.data.split_tasks  # one mask per task
     check(cfg)
     recommended = method_class(cfg.supermask_config().method).recommended_optim
     for key, value in recommended.items():
@@ -382,6 +385,7 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         ("train.seed", t.seed, 0, None, False, False),
         ("train.max_steps", t.max_steps, 1, None, False, False),
         ("train.threads", t.threads, 1, None, False, False),
+        ("data.split_tasks", d.split_tasks, 1, None, False, False),
     ]
     for key, number, low, high, low_open, high_open in ranges:
         if number is not None:
@@ -392,7 +396,20 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         )
     if device:
         check_device(t.device)
-    cfg.supermask_config()  # validates every supermask option
+    sm = cfg.supermask_config()  # validates every supermask option
+    if d.split_tasks > 1:
+        if DATASETS[d.name].folder:
+            raise SupermaskConfigError(f"data.split_tasks needs a data set held as tensors, not data.name={d.name}")
+        classes = DATASETS[d.name].num_classes
+        if classes % d.split_tasks:
+            raise SupermaskConfigError(
+                f"data.split_tasks={d.split_tasks} does not divide {d.name}'s {classes} classes evenly"
+            )
+        if sm.tasks != d.split_tasks:
+            raise SupermaskConfigError(
+                f"data.split_tasks={d.split_tasks} needs supermask.tasks={d.split_tasks} (one mask per task), "
+                f"not {sm.tasks}; leave supermask.tasks unset to get it"
+            )
 
 
 def check_device(name: str) -> None:

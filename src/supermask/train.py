@@ -169,7 +169,7 @@ class RunLock:
         self.release()
 
 
-RUN_FILES = (TRAIN_STATE, METRICS, RESULT, CONFIG)
+RUN_FILES = (TRAIN_STATE, METRICS, RESULT, CONFIG, "tasks_state.pt")
 
 
 def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -317,6 +317,8 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     lock = RunLock(run_dir).acquire() if master else None  # first of all: one writer per run directory
     try:
         with _execution(cfg):
+            if cfg.data.split_tasks > 1:
+                return _train_split(cfg, log, run_dir, world)
             state = prepare_run_dir(cfg, run_dir, world, writer=master)
             finished = _finished_result(run_dir, state, cfg.train.epochs)
             if finished is not None:
@@ -327,6 +329,25 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     finally:
         if lock is not None:
             lock.release()
+
+
+def _train_split(cfg: RunConfig, log: Any, run_dir: Path, world: int) -> dict[str, Any]:
+    """A run over a split data set: one mask per task (see :mod:`supermask.multitask`)."""
+    from supermask.multitask import TASKS_STATE, train_tasks
+
+    if world > 1:
+        raise TrainingError("data.split_tasks runs in one process; start it without torchrun")
+    prepare_run_dir(cfg, run_dir, world)  # the lock is held; a different run there is refused
+    state = None
+    if cfg.train.resume and (run_dir / TASKS_STATE).is_file():
+        try:
+            state = torch.load(run_dir / TASKS_STATE, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise TrainingError(f"{run_dir / TASKS_STATE} cannot be read ({exc}); start again with overwrite") from exc
+        if state["tasks_done"] >= cfg.data.split_tasks and (run_dir / RESULT).is_file():
+            log(f"{run_dir} is finished already: its result is kept")
+            return dict(json.loads((run_dir / RESULT).read_text()))
+    return train_tasks(cfg, log, state)
 
 
 def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, rank: int) -> dict[str, Any]:
@@ -563,6 +584,8 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
     name = cfg.data.name
     info = DATASETS[name]
     classes, channels, size = info.num_classes, info.in_channels, info.image_size
+    if cfg.data.split_tasks > 1:  # one output per class of a task (see supermask.multitask)
+        classes //= cfg.data.split_tasks
     if info.folder:
         size = cfg.data.image_size or info.image_size
         train_dir = Path(cfg.data.root or ".").expanduser() / "train"

@@ -1,0 +1,196 @@
+"""Training one mask per task over a split data set (SupSup's SplitMNIST layout), read top to bottom.
+
+``data.split_tasks=N`` cuts a small data set's classes into N tasks of consecutive classes (MNIST into
+5 tasks: 0-1, 2-3, ...). The model's output layer has one unit per class of a task and is shared: every
+task trains its own mask over every layer, the output layer included, with task-local labels (the class
+minus the task's first class), so in effect each task has its own head. Tasks train one after the other,
+each for ``train.epochs`` epochs with its own optimiser and learning-rate schedule; training a task never
+changes another task's mask. After the last task the run reports, on each task's test set, the accuracy
+with the task given and how often :func:`supermask.infer_task` finds the task of a batch of
+``data.eval_batch_size`` of its test inputs (and the accuracy when the inferred task's mask is used).
+A run resumes at the first unfinished task. No DDP: one process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from supermask.core.convert import sparsity_report, supermask_layers
+from supermask.core.tasks import infer_task, set_task
+from supermask.data import DATASETS, TensorLoader, describe, load_arrays
+from supermask.errors import SupermaskConfigError, TrainingError
+from supermask.fileio import atomic_write, atomic_writer, make_dirs
+from supermask.runconfig import RunConfig, to_yaml
+
+TASKS_STATE = "tasks_state.pt"
+
+
+def task_classes(num_classes: int, tasks: int) -> int:
+    """Classes per task; the classes must split evenly."""
+    if num_classes % tasks:
+        raise SupermaskConfigError(
+            f"data.split_tasks={tasks} does not divide the data set's {num_classes} classes evenly"
+        )
+    return num_classes // tasks
+
+
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def split_loaders(cfg: RunConfig, device: torch.device) -> tuple[list[tuple[TensorLoader, TensorLoader]], int, Any]:
+    """(train, test) loaders per task with task-local labels, the classes per task, and the data set's info."""
+    info = DATASETS[cfg.data.name]
+    per_task = task_classes(info.num_classes, cfg.data.split_tasks)
+    arrays = load_arrays(cfg.data.name, cfg.data.root)
+    loaders = []
+    for t in range(cfg.data.split_tasks):
+        pair = []
+        for split, train in (("train", True), ("test", False)):
+            x, y = arrays[split]
+            keep = (y >= t * per_task) & (y < (t + 1) * per_task)
+            batch = cfg.data.batch_size if train else cfg.data.eval_batch_size
+            pair.append(
+                TensorLoader(
+                    x[keep], y[keep] - t * per_task, info, batch, train=train, device=device, seed=cfg.train.seed
+                )
+            )
+        loaders.append((pair[0], pair[1]))
+    return loaders, per_task, info
+
+
+def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[str, Any]:
+    """Train every task of a split data set in turn; returns (and writes) the result. Called by
+    :func:`supermask.train.train` under the run's lock."""
+    from supermask.train import (
+        EXPORT,
+        METRICS,
+        RESULT,
+        build_model,
+        build_optimizer,
+        describe_hardware,
+        evaluate,
+        export,
+        learning_rate,
+        pick_device,
+    )
+
+    device = pick_device(cfg.train.device)
+    run_dir = cfg.run_dir()
+    torch.manual_seed(cfg.train.seed)
+    loaders, per_task, info = split_loaders(cfg, device)
+    model = build_model(cfg, per_task, info.in_channels, info.image_size).to(device)
+    done, history = 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        done, history = state["tasks_done"], state["metrics"]
+        log(f"resuming {run_dir} after task {done - 1}")
+    make_dirs(run_dir)
+    atomic_write(run_dir / "config.yaml", to_yaml(cfg), fsync=False)
+    atomic_write(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in history), fsync=False)
+    layers = [layer for _, layer in supermask_layers(model)]
+    method = layers[0].method
+
+    for task in range(done, cfg.data.split_tasks):
+        set_task(model, task)
+        optimizer = build_optimizer(cfg, model)  # this task's scores (and what else trains)
+        train_loader, test_loader = loaders[task]
+        steps = len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
+        for epoch in range(cfg.train.epochs):
+            torch.manual_seed(cfg.train.seed * 1000 + task * 100 + epoch)
+            train_loader.set_epoch(epoch)
+            model.train()
+            t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+            for step, (x, y) in enumerate(train_loader):
+                if step >= steps:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(cfg, epoch * steps + step, cfg.train.epochs * steps, steps)
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.optim.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                method.before_step(layers)
+                optimizer.step()
+                method.after_step(layers)
+                loss_sum += float(loss.detach()) * len(y)
+                seen += len(y)
+            method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)
+            if not math.isfinite(loss_sum) or not all(
+                bool(torch.isfinite(p).all()) for p in optimizer_params(optimizer)
+            ):
+                raise TrainingError(
+                    f"the training loss or the parameters became non-finite in task {task}, epoch {epoch + 1}; "
+                    f"stopped (tasks 0..{task - 1} are kept in {run_dir}). Lower optim.lr"
+                )
+            test = evaluate(model, test_loader, device)
+            row = {"task": task, "epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
+                   "test_accuracy": test["accuracy"], "seconds": time.perf_counter() - t0}  # fmt: skip
+            history.append(row)
+            with open(run_dir / METRICS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            log(f"task {task} epoch {epoch + 1}/{cfg.train.epochs}  test acc {test['accuracy']:.4f}")
+        snapshot = {"model": model.state_dict(), "tasks_done": task + 1, "metrics": history, "config": cfg.to_dict()}
+        with atomic_writer(run_dir / TASKS_STATE) as f:
+            torch.save(snapshot, f)
+
+    result = _evaluate_tasks(model, loaders, device, evaluate)
+    kept = []
+    for task in range(cfg.data.split_tasks):
+        set_task(model, task)
+        kept.append(sparsity_report(model)["converted"]["fraction"])
+    set_task(model, 0)
+    result.update(
+        {
+            "run_dir": str(run_dir),
+            "dataset": describe(cfg.data.name),
+            "split": "test",
+            "tasks": cfg.data.split_tasks,
+            "classes_per_task": per_task,
+            "epochs": cfg.train.epochs,
+            "model": cfg.model.name,
+            "width": cfg.model.width,
+            "method": method.name,
+            "k": cfg.supermask_config().k,
+            "weight_init": cfg.supermask_config().weight_init,
+            "seed": cfg.train.seed,
+            "kept_fraction": sum(kept) / len(kept),  # the mean over tasks
+            "hardware": describe_hardware(device),
+            "torch": torch.__version__,
+            "config": cfg.to_dict(),
+        }
+    )
+    export(model, cfg, run_dir / EXPORT)
+    atomic_write(run_dir / RESULT, json.dumps(result, indent=1))
+    return result
+
+
+def _evaluate_tasks(model: nn.Module, loaders: list[Any], device: torch.device, evaluate: Any) -> dict[str, Any]:
+    """Accuracy per task with the task given; task inference per test batch; accuracy with the inferred task."""
+    given, right, batches, unknown_correct, examples = [], 0, 0, 0, 0
+    for task, (_, test_loader) in enumerate(loaders):
+        set_task(model, task)
+        given.append(evaluate(model, test_loader, device)["accuracy"])
+        for x, y in test_loader:
+            guess = infer_task(model, x)
+            right += guess == task
+            batches += 1
+            set_task(model, guess)
+            model.eval()
+            with torch.no_grad():
+                unknown_correct += int((model(x).argmax(1) == y).sum()) if guess == task else 0
+            examples += len(y)
+    set_task(model, 0)
+    return {
+        "accuracy": sum(given) / len(given),  # the mean over tasks, each with its task given
+        "task_accuracy": given,
+        "task_inference_accuracy": right / max(1, batches),
+        "task_inference_batches": batches,
+        "accuracy_task_unknown": unknown_correct / max(1, examples),
+    }
