@@ -316,3 +316,24 @@ def test_overwriting_is_atomic_when_killed_at_any_write(tmp_path: Path) -> None:
     assert n > 5
     supermask.save(new_model, path)  # the next save cleans what a killed one left
     assert {p.name for p in path.iterdir()} == {"supermask.json", tensors_file(path).name}
+
+
+def test_load_generates_each_weight_once_and_no_initial_scores(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import supermask.core.checkpoint as ck
+    from supermask.core.methods.base import MaskMethod
+
+    calls = {"weights": 0, "scores": 0}
+    real_weight = ck.generate_weight
+
+    def count_weight(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["weights"] += 1
+        return real_weight(*args, **kwargs)
+
+    def no_scores(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["scores"] += 1
+        raise AssertionError("initial scores drawn while loading masks")
+
+    monkeypatch.setattr(ck, "generate_weight", count_weight)
+    monkeypatch.setattr(MaskMethod, "initial_scores", no_scores)
+    supermask.load(saved, fresh())
+    assert calls == {"weights": 2, "scores": 0}  # two converted layers, each generated once

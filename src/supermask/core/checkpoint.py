@@ -301,7 +301,11 @@ def _exact_names(names: list[str]) -> str:
     return "|".join(re.escape(n) for n in names)
 
 
-def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> nn.Module:
+def _apply(
+    model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor], verified: dict[str, torch.Tensor]
+) -> nn.Module:
+    """Convert ``model`` from the checkpoint. ``verified`` carries the weights already regenerated and
+    checked against their checksums (by the dry run): they are neither generated nor hashed twice."""
     try:
         saved_cfg = SupermaskConfig.from_dict(dict(meta["config"]))
     except (SupermaskError, TypeError) as exc:
@@ -331,7 +335,9 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
         has_scores = method_class(cfg.method).has_scores
         if (entry.get("weight_checksum") is None) == has_scores:
             raise CheckpointError(f"layer {name!r}: its entry does not fit method {cfg.method!r}")
-        if has_scores and cfg.weight_init == "pretrained":  # the base model's own weights, fingerprinted
+        if has_scores and name in verified:
+            weights[name] = verified[name]
+        elif has_scores and cfg.weight_init == "pretrained":  # the base model's own weights, fingerprinted
             weight = module.weight.detach().to("cpu", torch.float32).clone()
             if checksum(weight) != entry["weight_checksum"]:
                 raise CheckpointError(
@@ -353,7 +359,8 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
                     "refusing to run a different network"
                 )
             weights[name] = weight
-    to_supermask(model, cfg, _weights=weights or None)
+    verified.update(weights)
+    to_supermask(model, cfg, _weights=weights or None, _initial_scores=False)  # the scores come from the masks
     converted = {n: layer for n, layer in supermask_layers(model)}
     if set(converted) != set(layers):
         raise CheckpointError(f"wrong architecture: converted {sorted(converted)}, checkpoint has {sorted(layers)}")
@@ -457,10 +464,11 @@ def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     meta, tensors = read_checkpoint(directory)
     if any(True for _ in supermask_layers(model)):
         raise CheckpointError("load() needs a fresh, unconverted model of the same architecture")
+    verified: dict[str, torch.Tensor] = {}
     try:
-        _apply(copy.deepcopy(model), meta, tensors)  # dry run: raises before `model` is touched
+        _apply(copy.deepcopy(model), meta, tensors, verified)  # dry run: raises before `model` is touched
     except CheckpointError:
         raise
     except SupermaskError as exc:  # e.g. a config the model cannot be converted with
         raise CheckpointError(f"the checkpoint does not fit this model: {exc}") from exc
-    return _apply(model, meta, tensors)
+    return _apply(model, meta, tensors, verified)

@@ -335,7 +335,11 @@ def _replace_everywhere(model: nn.Module, names: list[str], new: nn.Module) -> N
 
 
 def to_supermask(
-    model: nn.Module, config: SupermaskConfig | None = None, *, _weights: dict[str, torch.Tensor] | None = None
+    model: nn.Module,
+    config: SupermaskConfig | None = None,
+    *,
+    _weights: dict[str, torch.Tensor] | None = None,
+    _initial_scores: bool = True,
 ) -> nn.Module:
     """Convert ``model`` in place into a supermask search and return it.
 
@@ -362,10 +366,16 @@ def to_supermask(
             weight = module.weight.detach().clone()  # masks over the model's own weights
         else:
             weight = generate_weight(name, shape, cfg, cfg.k, fan_shape)
-        scores = method.initial_scores(name, shape, fan_shape)
+        if _initial_scores:
+            scores = method.initial_scores(name, shape, fan_shape)
+        else:  # a checkpoint's masks set them next (load): placeholders, nothing drawn
+            scores = torch.zeros(shape) if method.has_scores else None
         banks: list[torch.Tensor] | None = None
         if cfg.tasks > 1 and scores is not None:  # task t > 0 draws its own scores (task 0's are the plain ones)
-            others = [method.initial_scores(f"{name}@task{t}", shape, fan_shape) for t in range(1, cfg.tasks)]
+            others = [
+                method.initial_scores(f"{name}@task{t}", shape, fan_shape) if _initial_scores else torch.zeros(shape)
+                for t in range(1, cfg.tasks)
+            ]
             banks = [scores, *[s for s in others if s is not None]]
         new_tensors.append((wrapper_cls, weight, scores, banks))
     unconverted = _unconverted(model, plan, cfg)
