@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from supermask.core.init import generate_scores
-from supermask.core.masks import MaskedWeight, pack_bits, unpack_bits
+from supermask.core.masks import MaskedWeight, StraightThrough, pack_bits, unpack_bits
 from supermask.errors import SupermaskConfigError
 
 if TYPE_CHECKING:
@@ -173,6 +173,24 @@ class MaskMethod:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+class ThresholdRule(MaskMethod):
+    """Base of methods whose mask is an elementwise function of the score itself (a threshold on it):
+    the selection is traced as is under ``torch.compile``, and the straight-through gradient is
+    d score = d w_eff * weight (surrogate: the score), in one fused autograd function."""
+
+    def traceable(self, layer: SupermaskLayer) -> bool:
+        return True
+
+    def traced_mask(self, layer: SupermaskLayer) -> Tensor:
+        return self.select(layer)
+
+    def surrogate(self, scores: Tensor) -> Tensor:
+        return scores  # the mask follows the score itself, not |score|
+
+    def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
+        return StraightThrough.apply(weight, scores, mask.to(weight.dtype))
 
 
 def parse_options(method: MaskMethod, given: dict[str, Any]) -> Any:

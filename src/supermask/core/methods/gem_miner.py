@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from supermask.core import rng
-from supermask.core.masks import StraightThrough, kept_count, pack_bits, topk_mask, unpack_bits
-from supermask.core.methods.base import MaskMethod, register_method
+from supermask.core.masks import kept_count, pack_bits, topk_mask, unpack_bits
+from supermask.core.methods.base import ThresholdRule, register_method
 from supermask.errors import SupermaskConfigError
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class GemMinerOptions:
 
 
 @register_method
-class GemMiner(MaskMethod):
+class GemMiner(ThresholdRule):
     """Scores start U[0, 1]; mask = score > 0.5 and not permanently pruned; straight-through
     d score = d w_eff * W plus the L2 penalty's 2 * lambda * s; scores clamped to [0, 1] after every
     step. At the end of every ``period``-th epoch, each layer's active weights are cut (lowest scores
@@ -76,18 +76,6 @@ class GemMiner(MaskMethod):
 
     def cache_key(self, layer: SupermaskLayer) -> tuple[object, ...]:
         return (layer.pruned._version,)
-
-    def traceable(self, layer: SupermaskLayer) -> bool:
-        return True
-
-    def traced_mask(self, layer: SupermaskLayer) -> Tensor:
-        return self.select(layer)
-
-    def surrogate(self, scores: Tensor) -> Tensor:
-        return scores
-
-    def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
-        return StraightThrough.apply(weight, scores, mask.to(weight.dtype))
 
     def before_step(self, layers: list[SupermaskLayer]) -> None:
         if self.options.l2:

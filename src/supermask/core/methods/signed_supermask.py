@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from supermask.core import rng
-from supermask.core.masks import StraightThrough, pack_bits, unpack_bits
-from supermask.core.methods.base import MaskMethod, register_method
+from supermask.core.masks import pack_bits, unpack_bits
+from supermask.core.methods.base import ThresholdRule, register_method
 from supermask.errors import SupermaskConfigError
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class SignedOptions:
 
 
 @register_method
-class SignedSupermask(MaskMethod):
+class SignedSupermask(ThresholdRule):
     """mask = sign(score) where |score| > tau, else 0; effective weight = W * mask; straight-through
     d score = d w_eff * W. The density emerges. Stored as two bit-planes (kept, negative): 2 bits per weight."""
 
@@ -59,18 +59,6 @@ class SignedSupermask(MaskMethod):
         assert scores is not None
         s = scores.detach()
         return torch.where(s.abs() > self.options.threshold, torch.sign(s), torch.zeros_like(s))
-
-    def traceable(self, layer: SupermaskLayer) -> bool:
-        return True
-
-    def traced_mask(self, layer: SupermaskLayer) -> Tensor:
-        return self.select(layer)
-
-    def surrogate(self, scores: Tensor) -> Tensor:
-        return scores  # the mask follows the score itself, not |score|
-
-    def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
-        return StraightThrough.apply(weight, scores, mask.to(weight.dtype))
 
     def pack(self, mask: Tensor) -> Tensor:
         flat = mask.reshape(-1)

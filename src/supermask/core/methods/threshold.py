@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
-from supermask.core.masks import StraightThrough
-from supermask.core.methods.base import MaskMethod, register_method
+from supermask.core.methods.base import ThresholdRule, register_method
 from supermask.errors import SupermaskConfigError
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ class ThresholdOptions:
 
 
 @register_method
-class Threshold(MaskMethod):
+class Threshold(ThresholdRule):
     """mask = score > threshold; effective weight = W * mask; straight-through d score = d w_eff * W.
     The density emerges (every weight starts kept with the default ``init``)."""
 
@@ -52,18 +51,6 @@ class Threshold(MaskMethod):
         scores = layer.scores
         assert scores is not None
         return scores.detach() > self.options.threshold
-
-    def traceable(self, layer: SupermaskLayer) -> bool:
-        return True
-
-    def traced_mask(self, layer: SupermaskLayer) -> Tensor:
-        return self.select(layer)
-
-    def surrogate(self, scores: Tensor) -> Tensor:
-        return scores  # the mask follows the score itself, not |score|
-
-    def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
-        return StraightThrough.apply(weight, scores, mask.to(weight.dtype))
 
     def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
         t = self.options.threshold
