@@ -124,27 +124,19 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     common = ["train.epochs=5", "train.out_dir=runs", "train.progress=none"]
     one = run_cli("train", *common, "data.batch_size=64", "train.run_name=one", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",  # a free port: a fixed one can collide with a lingering socket
-            "-m",
-            "supermask",
-            "train",
-            *common,
-            "data.batch_size=32",
-            "train.run_name=two",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--standalone",  # a free port: a fixed one can collide with a lingering socket
+           "-m", "supermask", "train", *common, "data.batch_size=32", "train.run_name=two"]  # fmt: skip
+    # its own process group: on a time-out every rank is killed, none is left waiting in a collective
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
     r1 = json.loads((tmp_path / "runs" / "one" / "result.json").read_text())
     r2 = json.loads((tmp_path / "runs" / "two" / "result.json").read_text())
     assert r2["world_size"] == 2
