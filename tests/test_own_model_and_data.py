@@ -99,3 +99,35 @@ def test_a_wrong_folder_is_one_clear_line(case: str, tmp_path: Path, capsys) -> 
     expected = {"no root": "needs data.root=DIR", "no held-out split": "val does not exist",
                 "other classes": "must have the same class folders"}[case]  # fmt: skip
     assert err.count("\n") == 1 and expected in err, err
+
+
+def test_class_subsets_and_starting_from_a_trained_run(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14's transfer set-up on digits: dense on classes 0-4, then a threshold mask over those trained
+    weights (a learned head) on classes 5-9."""
+    import torch
+
+    from supermask.runconfig import load_run_config
+    from supermask.train import build_model, load_run, train
+
+    out = f"train.out_dir={tmp_path}"
+    first = train(load_run_config(None, [out, "train.run_name=base", "data.classes=[0, 1, 2, 3, 4]",
+                                         "supermask.method=dense", "train.epochs=5"]), log=lambda *_: None)  # fmt: skip
+    assert first["accuracy"] > 0.9
+    second_items = [out, "train.run_name=transfer", "data.classes=[5, 6, 7, 8, 9]", f"model.init_from={tmp_path / 'base'}",
+                    "supermask.method=threshold", "supermask.weight_init=pretrained", "supermask.bias=frozen",
+                    "supermask.last_layer_dense=true", "train.epochs=5", "optim.lr=0.01"]  # fmt: skip
+    cfg = load_run_config(None, second_items)
+    model = build_model(cfg, 5, 1, 8)
+    base, _, _ = load_run(tmp_path / "base")
+    assert torch.equal(model.net[1].base_layer.weight, base.net[1].base_layer.weight)  # masks over the trained weights
+    second = train(cfg, log=lambda *_: None)
+    assert second["accuracy"] > 0.8  # classes 5-9, relabelled 0-4
+    capsys.readouterr()
+    bad = [out, "train.run_name=bad", f"model.init_from={tmp_path / 'base'}", "train.epochs=1"]  # 10 classes
+    assert cli.main(["train", *bad]) == 2
+    err = capsys.readouterr().err
+    assert "model.init_from=" in err and "does not fit this model" in err and err.count("\n") == 1
+    assert cli.main(["train", "data.classes=[3, 3]"]) == 2
+    assert "must be distinct classes of digits" in capsys.readouterr().err
+    assert cli.main(["train", "data.classes=[12]"]) == 2
+    assert cli.main(["train", f"model.init_from={tmp_path / 'nowhere'}", out]) == 2

@@ -26,8 +26,9 @@ from supermask.errors import SupermaskConfigError
 
 @dataclass
 class ModelSection:
-    name: str = "mlp"  # see supermask.models.MODEL_NAMES
+    name: str = "mlp"  # see supermask.models.MODEL_NAMES, or package.module:callable
     width: float = 1.0
+    init_from: str | None = None  # a finished run (or exported checkpoint) whose trained network starts this one
 
 
 @dataclass
@@ -39,6 +40,7 @@ class DataSection:
     workers: int = 4  # DataLoader workers for image folders (imagenet)
     image_size: int | None = None  # image folders only (imagenet, folder); default 224
     split_tasks: int = 1  # > 1: the classes cut into this many tasks, one mask each (SupSup); see supermask.multitask
+    classes: list[int] | None = None  # train and test on these classes only, renumbered 0..n-1 in this order
 
 
 @dataclass
@@ -251,6 +253,14 @@ def _coerce(key: str, value: Any, annotation: str, raw: str | None = None) -> An
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a string")
         return str(value)
+    if base == "list[int]":
+        if (
+            not isinstance(value, list)
+            or not value
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+        ):
+            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a non-empty list of integers, e.g. [5, 6]")
+        return list(value)
     if base.startswith("dict"):
         if not isinstance(value, dict):
             raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a mapping")
@@ -397,6 +407,15 @@ def check(cfg: RunConfig, device: bool = True) -> None:
     if device:
         check_device(t.device)
     sm = cfg.supermask_config()  # validates every supermask option
+    if d.classes is not None:
+        available = DATASETS[d.name].num_classes
+        if DATASETS[d.name].folder or d.split_tasks > 1:
+            raise SupermaskConfigError("data.classes needs a data set held as tensors and no data.split_tasks")
+        bad = [c for c in d.classes if not 0 <= c < available]
+        if bad or len(set(d.classes)) != len(d.classes):
+            raise SupermaskConfigError(
+                f"data.classes={d.classes} must be distinct classes of {d.name}, each in 0..{available - 1}"
+            )
     if d.split_tasks > 1:
         if DATASETS[d.name].folder:
             raise SupermaskConfigError(f"data.split_tasks needs a data set held as tensors, not data.name={d.name}")

@@ -28,7 +28,7 @@ from torch import nn
 
 from supermask import models
 from supermask.core import checkpoint
-from supermask.core.convert import sparsity_report, supermask_layers, to_supermask
+from supermask.core.convert import merge, sparsity_report, supermask_layers, to_supermask
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import DataError, NonFiniteScoresError, RunBusyError, StorageError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs
@@ -48,10 +48,21 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """The plain model from the registry, converted by the run's supermask options."""
+    """The plain model from the registry (with ``model.init_from``'s trained network in it), converted by
+    the run's supermask options."""
     model = models.create(
         cfg.model.name, num_classes=num_classes, width=cfg.model.width, in_channels=in_channels, image_size=image_size
     )
+    if cfg.model.init_from:
+        trained, _, where = load_run(cfg.model.init_from)
+        state = merge(trained).state_dict()  # the plain trained network: masks folded into its weights
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise TrainingError(
+                f"model.init_from={cfg.model.init_from}: its network ({where}) does not fit this model: "
+                f"{' '.join(str(exc).split())[:300]}"
+            ) from exc
     return to_supermask(model, cfg.supermask_config())
 
 
@@ -64,9 +75,18 @@ def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> t
         )
         return train, test, classes, 3, size
     train, test, info = build_tensor_loaders(
-        cfg.data.name, cfg.data.root, cfg.data.batch_size, device, cfg.train.seed, rank, world, cfg.data.eval_batch_size
+        cfg.data.name,
+        cfg.data.root,
+        cfg.data.batch_size,
+        device,
+        cfg.train.seed,
+        rank,
+        world,
+        cfg.data.eval_batch_size,
+        cfg.data.classes,
     )
-    return train, test, info.num_classes, info.in_channels, info.image_size
+    classes = len(cfg.data.classes) if cfg.data.classes is not None else info.num_classes
+    return train, test, classes, info.in_channels, info.image_size
 
 
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -586,6 +606,8 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
     classes, channels, size = info.num_classes, info.in_channels, info.image_size
     if cfg.data.split_tasks > 1:  # one output per class of a task (see supermask.multitask)
         classes //= cfg.data.split_tasks
+    if cfg.data.classes is not None:
+        classes = len(cfg.data.classes)
     if info.folder:
         size = cfg.data.image_size or info.image_size
         train_dir = Path(cfg.data.root or ".").expanduser() / "train"

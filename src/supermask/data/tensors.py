@@ -88,6 +88,14 @@ def random_crop_flip(x: Tensor, gen: torch.Generator, padding: int = 4) -> Tenso
     return padded[batch, chan, rows, cols]
 
 
+def select_classes(x: np.ndarray, y: np.ndarray, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of ``classes`` only, their labels renumbered to the position of their class in the list."""
+    relabel = np.full(int(y.max()) + 1, -1, dtype=np.int64)
+    relabel[np.asarray(classes)] = np.arange(len(classes))
+    keep = np.isin(y, classes)
+    return x[keep], relabel[y[keep]]
+
+
 def build_tensor_loaders(
     name: str,
     root: str | None,
@@ -97,10 +105,13 @@ def build_tensor_loaders(
     rank: int = 0,
     world_size: int = 1,
     eval_batch_size: int = 1000,
+    classes: list[int] | None = None,
 ) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
-    """Train and test loaders of a small data set."""
+    """Train and test loaders of a small data set; ``classes``: only these, relabelled 0..n-1 in this order."""
     arrays = load_arrays(name, root)
     info = DATASETS[name]
+    if classes is not None:
+        arrays = {split: select_classes(x, y, classes) for split, (x, y) in arrays.items()}
     train = TensorLoader(
         *arrays["train"], info, batch_size, train=True, device=device, seed=seed, rank=rank, world_size=world_size
     )
