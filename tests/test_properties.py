@@ -107,18 +107,24 @@ def _model() -> nn.Module:
 X = torch.randn(2, 3, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def saved() -> Any:
+@pytest.fixture(scope="module", params=[1, 3], ids=["one-mask", "bank-of-3-tasks"])
+def saved(request: Any) -> Any:
     tmp = Path(tempfile.mkdtemp())
-    model = supermask.to_supermask(_model(), supermask.SupermaskConfig(k=0.4, seed=3))
+    model = supermask.to_supermask(_model(), supermask.SupermaskConfig(k=0.4, seed=3, tasks=request.param))
     with torch.no_grad():
         model.train()
         model(torch.randn(8, 3, 8, 8))  # BatchNorm statistics worth saving
         model.eval()
-        reference = model(X)
+        reference = torch.stack([_task_output(model, t) for t in range(request.param)])
     supermask.save(model, tmp / "ck")
     yield tmp / "ck", reference
     shutil.rmtree(tmp)
+
+
+def _task_output(model: nn.Module, task: int) -> torch.Tensor:
+    supermask.set_task(model, task)
+    with torch.no_grad():
+        return model.eval()(X)
 
 
 json_values = st.recursive(
@@ -148,8 +154,8 @@ def _load_or_refuse(folder: Path, reference: torch.Tensor) -> None:
         assert str(exc)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # model unchanged
         return
-    with torch.no_grad():  # it loaded: it must be exactly the saved network
-        assert torch.equal(loaded.eval()(X), reference)
+    outputs = torch.stack([_task_output(loaded, t) for t in range(loaded.supermask_config.tasks)])
+    assert torch.equal(outputs, reference)  # it loaded: it must be exactly the saved network, every task
 
 
 @SETTINGS
