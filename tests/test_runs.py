@@ -145,6 +145,11 @@ def test_disk_full_names_the_path_keeps_the_last_checkpoint_and_no_temp_file(
         train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
     assert torch.load(tmp_path / "r" / "train_state.pt", weights_only=True)["epoch"] == 1
     assert not [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(fileio.TEMP_PREFIX)]
+    # a writer killed mid-write (no cleanup) leaves its temporary file; the next run of the directory removes it
+    (tmp_path / "r" / f"{fileio.TEMP_PREFIX}train_state.pt.dead").write_bytes(b"half")
+    monkeypatch.setattr(fileio, "_open_new", real)
+    train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
+    assert not [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(fileio.TEMP_PREFIX)]
 
 
 def test_an_unwritable_output_is_one_line_naming_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,7 @@ from supermask.core import checkpoint
 from supermask.core.convert import merge, sparsity_report, supermask_layers, to_supermask
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import DataError, NonFiniteScoresError, RunBusyError, StorageError, TrainingError
-from supermask.fileio import atomic_write, atomic_writer, make_dirs
+from supermask.fileio import atomic_write, atomic_writer, make_dirs, remove_temp_files
 from supermask.runconfig import RunConfig, experiment_key, from_dict, to_yaml
 
 TRAIN_STATE = "train_state.pt"
@@ -335,6 +335,8 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     master = rank == 0
     run_dir = cfg.run_dir()
     lock = RunLock(run_dir).acquire() if master else None  # first of all: one writer per run directory
+    if lock is not None:
+        remove_temp_files(run_dir)  # what a killed writer of this directory left (we are its only writer now)
     try:
         with _execution(cfg):
             if cfg.data.split_tasks > 1:
