@@ -332,3 +332,26 @@ def test_whole_model_selection_costs_a_constant_number_of_operations(method: str
             expected = topk_mask(layer.scores.detach().abs().reshape(-1), layer.kept(), sync_free=True)
             assert torch.equal(masks[id(layer)].reshape(-1), expected)
     assert counts[0] == counts[1] <= 10, counts
+
+
+def test_biprop_with_learned_batchnorm_trains_and_reloads(tmp_path: Path) -> None:
+    """The paper's "+BN" variant: biprop's binary weights with BatchNorm's affine parameters learned."""
+    torch.manual_seed(0)
+    model = supermask.to_supermask(net(), supermask.SupermaskConfig(method="biprop", k=0.3, batchnorm="learned"))
+    bn = model[1]
+    assert bn.affine and bn.weight.requires_grad and bn.bias.requires_grad
+    before = bn.weight.detach().clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.2, momentum=0.9)
+    x = torch.randn(8, 3, 8, 8)
+    model.train()
+    for _ in range(4):
+        opt.zero_grad()
+        F.cross_entropy(model(x), torch.arange(8) % 5).backward()
+        opt.step()
+    assert not torch.equal(bn.weight, before)  # the affine parameters trained alongside the scores
+    model.eval()
+    with torch.no_grad():
+        out = model(X)
+    supermask.save(model, tmp_path / "ck")
+    with torch.no_grad():
+        assert torch.equal(supermask.load(tmp_path / "ck", net()).eval()(X), out)
