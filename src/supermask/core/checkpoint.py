@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -301,11 +302,21 @@ def _exact_names(names: list[str]) -> str:
     return "|".join(re.escape(n) for n in names)
 
 
-def _apply(
-    model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor], verified: dict[str, torch.Tensor]
-) -> nn.Module:
-    """Convert ``model`` from the checkpoint. ``verified`` carries the weights already regenerated and
-    checked against their checksums (by the dry run): they are neither generated nor hashed twice."""
+@dataclass
+class _Prepared:
+    """What the dry run made, for the real run: weights regenerated and checked against their checksums,
+    and the scores rebuilt from the masks (per layer and task)."""
+
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
+    done: bool = False
+
+
+def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor], prepared: _Prepared) -> nn.Module:
+    """Convert ``model`` from the checkpoint. The dry run (``prepared.done`` false) regenerates and checks
+    every weight, rebuilds the scores and re-selects and compares every mask; the real run reuses what it
+    made (the same deterministic steps on an identical model): nothing is generated, hashed or compared twice."""
+    dry_run = not prepared.done
     try:
         saved_cfg = SupermaskConfig.from_dict(dict(meta["config"]))
     except (SupermaskError, TypeError) as exc:
@@ -335,8 +346,8 @@ def _apply(
         has_scores = method_class(cfg.method).has_scores
         if (entry.get("weight_checksum") is None) == has_scores:
             raise CheckpointError(f"layer {name!r}: its entry does not fit method {cfg.method!r}")
-        if has_scores and name in verified:
-            weights[name] = verified[name]
+        if has_scores and name in prepared.weights:
+            weights[name] = prepared.weights[name]
         elif has_scores and cfg.weight_init == "pretrained":  # the base model's own weights, fingerprinted
             weight = module.weight.detach().to("cpu", torch.float32).clone()
             if checksum(weight) != entry["weight_checksum"]:
@@ -359,7 +370,7 @@ def _apply(
                     "refusing to run a different network"
                 )
             weights[name] = weight
-    verified.update(weights)
+    prepared.weights.update(weights)
     to_supermask(model, cfg, _weights=weights or None, _initial_scores=False)  # the scores come from the masks
     converted = {n: layer for n, layer in supermask_layers(model)}
     if set(converted) != set(layers):
@@ -428,9 +439,14 @@ def _apply(
                     if saved_scores.shape != layer.scores.shape:
                         raise CheckpointError(f"the scores of layer {key!r} have the wrong shape")
                     layer.scores.copy_(saved_scores)
-                else:  # scores that select exactly this mask under the method's own rule
-                    layer.scores.copy_(method.scores_for(layer, mask))
-            _verify_masks(model, stored)
+                else:  # scores that select exactly this mask under the method's own rule (made once)
+                    made = prepared.scores.get(key)
+                    if made is None:
+                        made = method.scores_for(layer, mask)
+                        prepared.scores[key] = made
+                    layer.scores.copy_(made)
+            if dry_run:
+                _verify_masks(model, stored)
         for layer in layer_list:
             layer.use_task(0)
     model.supermask_config = saved_cfg  # type: ignore[assignment,unused-ignore]
@@ -464,11 +480,12 @@ def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     meta, tensors = read_checkpoint(directory)
     if any(True for _ in supermask_layers(model)):
         raise CheckpointError("load() needs a fresh, unconverted model of the same architecture")
-    verified: dict[str, torch.Tensor] = {}
+    prepared = _Prepared()
     try:
-        _apply(copy.deepcopy(model), meta, tensors, verified)  # dry run: raises before `model` is touched
+        _apply(copy.deepcopy(model), meta, tensors, prepared)  # dry run: raises before `model` is touched
     except CheckpointError:
         raise
     except SupermaskError as exc:  # e.g. a config the model cannot be converted with
         raise CheckpointError(f"the checkpoint does not fit this model: {exc}") from exc
-    return _apply(model, meta, tensors, verified)
+    prepared.done = True
+    return _apply(model, meta, tensors, prepared)

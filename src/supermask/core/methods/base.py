@@ -137,7 +137,7 @@ class MaskMethod:
 
     def kept(self, mask: Tensor) -> int:
         """Number of weights the mask keeps."""
-        return int((mask != 0).sum())
+        return int(mask.sum()) if mask.dtype == torch.bool else int((mask != 0).sum())
 
     def extra_state(self, layers: list[SupermaskLayer]) -> dict[str, Tensor]:
         """Tensors beyond the masks that a checkpoint must hold (e.g. permanently pruned flags)."""

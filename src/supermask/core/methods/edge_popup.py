@@ -33,6 +33,12 @@ class EdgePopup(MaskMethod):
         flat = scores.detach().abs().reshape(-1)
         return topk_mask(flat, layer.kept(), layer._hint).reshape(scores.shape)
 
+    def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
+        """Distinct values, kept ones above the rest (2 + i/n against i/n): the top-k selects exactly the
+        mask when it keeps as many, and sorts fast (0/1 scores are all ties: 10x slower to partition)."""
+        ramp = torch.arange(mask.numel(), dtype=torch.float32).reshape(mask.shape) / mask.numel()
+        return torch.where(mask.bool(), ramp + 2.0, ramp)
+
     def traceable(self, layer: SupermaskLayer) -> bool:
         return True
 
