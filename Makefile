@@ -29,10 +29,14 @@ bench: $(VENV)/.installed  ## benchmarks (not tests): prints medians and ratios
 	$(PY) benchmarks/run_all.py
 	$(PY) benchmarks/selection.py --reps 10
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/methods_step.py --reps 10
+	$(PY) benchmarks/load_speed.py
 
-reproduce: $(VENV)/.installed  ## issue-5 experiments (long; resumable)
+reproduce: $(VENV)/.installed  ## the experiments of docs/RESULTS.md (long; resumable)
 	experiments/mnist_fc.sh
 	experiments/cifar10_conv.sh
+	experiments/methods.sh
+	experiments/supsup.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
