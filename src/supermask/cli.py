@@ -162,7 +162,7 @@ def _finished(run: _SweepRun) -> bool:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from supermask.fileio import atomic_write
+    from supermask.fileio import atomic_write, make_dirs
 
     if args.jobs < 1:
         raise SupermaskConfigError(f"--jobs {args.jobs} must be at least 1")
@@ -185,7 +185,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         outcome = _run_pool(todo, args.jobs, config)
     busy = [r.name for r, status in zip(todo, outcome) if status == "busy"]
     failed = [r.name for r, status in zip(todo, outcome) if status == "failed"]
-    atomic_write(out_dir / "sweep.yaml", _yaml_dump({"config": config, "items": items}))
+    atomic_write(make_dirs(out_dir) / "sweep.yaml", _yaml_dump({"config": config, "items": items}))
     print(
         f"sweep of {len(mine)} runs in {out_dir}: {outcome.count('done')} trained now, {done_before} were already "
         f"finished, {len(busy)} in use by other processes, {len(failed)} failed"
