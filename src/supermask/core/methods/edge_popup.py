@@ -78,7 +78,27 @@ def check_global_k(k: float, sizes: list[int]) -> None:
         )
 
 
-class SegmentedTopK:
+class LayerGroup:
+    """Masks selected for several layers at once, cached until any layer's scores or k change."""
+
+    def __init__(self, layers: list[Any]) -> None:
+        self.layers = layers
+        self._key: tuple[Any, ...] | None = None
+        self._masks: dict[int, Tensor] = {}
+
+    def mask_for(self, layer: SupermaskLayer) -> Tensor:
+        key = tuple(lyr._scores_key() for lyr in self.layers)
+        if key != self._key:
+            self._masks = self.compute()
+            self._key = key
+        return self._masks[id(layer)]
+
+    def compute(self) -> dict[int, Tensor]:
+        """Every layer's mask, {id(layer): mask}."""
+        raise NotImplementedError
+
+
+class SegmentedTopK(LayerGroup):
     """Every layer's own top-k mask at once, without a host sync and with a constant number of tensor
     operations whatever the number of layers (per-layer selection costs about 15 kernel launches per
     layer, which dominated a GPU step).
@@ -90,19 +110,10 @@ class SegmentedTopK:
     """
 
     def __init__(self, layers: list[Any]) -> None:
-        self.layers = layers
-        self._key: tuple[Any, ...] | None = None
-        self._masks: dict[int, Tensor] = {}
+        super().__init__(layers)
         self._pattern_key: tuple[Any, ...] | None = None
         self._segment: Tensor | None = None  # layer index of each concatenated entry
         self._keep: Tensor | None = None  # the kept positions of the sorted order
-
-    def mask_for(self, layer: SupermaskLayer) -> Tensor:
-        key = tuple(lyr._scores_key() for lyr in self.layers)
-        if key != self._key:
-            self._masks = self.compute()
-            self._key = key
-        return self._masks[id(layer)]
 
     def _pattern(self, device: torch.device) -> tuple[Tensor, Tensor]:
         sizes = [int(lyr.base_layer.weight.numel()) for lyr in self.layers]
@@ -132,7 +143,7 @@ class SegmentedTopK:
         return {id(lyr): m.view(lyr.scores.shape) for lyr, m in zip(self.layers, mask.split(sizes))}
 
 
-class GlobalTopK:
+class GlobalTopK(LayerGroup):
     """One top-k over all layers of an ``edge-popup-global`` model.
 
     Guard: each layer's largest-|score| weight is always kept, so no layer is ever emptied; the
@@ -142,9 +153,7 @@ class GlobalTopK:
     """
 
     def __init__(self, layers: list[Any]) -> None:
-        self.layers = layers
-        self._key: tuple[Any, ...] | None = None
-        self._masks: dict[int, Tensor] = {}
+        super().__init__(layers)
         self._hint = new_hint()
 
     def total(self) -> int:
@@ -153,15 +162,8 @@ class GlobalTopK:
     def kept(self) -> int:
         return max(len(self.layers), kept_count(self.layers[0].k, self.total()))
 
-    def mask_for(self, layer: SupermaskLayer) -> Tensor:
-        key = tuple(lyr._scores_key() for lyr in self.layers)
-        if key != self._key:
-            self._masks = self._compute()
-            self._key = key
-        return self._masks[id(layer)]
-
     @torch.no_grad()
-    def _compute(self) -> dict[int, Tensor]:
+    def compute(self) -> dict[int, Tensor]:
         parts = [lyr.scores.detach().abs().reshape(-1).float() for lyr in self.layers if lyr.scores is not None]
         sizes = [p.numel() for p in parts]
         a = torch.cat(parts)
