@@ -48,6 +48,8 @@ def _assert_typed(cfg: RunConfig) -> None:
             value, kind = getattr(obj, f.name), str(f.type)
             if value is None:
                 assert "None" in kind, (section, f.name)
+            elif kind == "bool | str":  # train.bf16
+                assert value is True or value is False or value == "auto", (section, f.name, value)
             elif kind.startswith("bool"):
                 assert isinstance(value, bool), (section, f.name, value)
             elif kind.startswith("int"):

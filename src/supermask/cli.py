@@ -50,8 +50,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.data_root:
         cfg.data.root = args.data_root
     device = pick_device(args.device)
+    precision, note = _eval_precision(args.precision, path, cfg, device)
     _, test_loader, *_ = build_data(cfg, device, 0, 1)
-    metrics = evaluate(model.to(device), test_loader, device)
+    metrics = evaluate(model.to(device), test_loader, device, precision == "bf16")
     out = {
         "accuracy": metrics["accuracy"],
         "loss": metrics["loss"],
@@ -60,12 +61,44 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "split": "test",
         "checkpoint": str(path),
         "model": cfg.model.name,
+        "precision": precision,
     }
+    if note:
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"accuracy {out['accuracy']:.4f} on {out['dataset']} {out['split']} ({out['examples']} examples)")
+        print(
+            f"accuracy {out['accuracy']:.4f} on {out['dataset']} {out['split']} ({out['examples']} examples, {precision})"
+        )
     return 0
+
+
+def _eval_precision(wanted: str, path: Path, cfg: Any, device: Any) -> tuple[str, str]:
+    """The precision ``eval`` computes in, and a note when it is not the one the run was evaluated in.
+    ``run``: what the run recorded (result.json or the exported checkpoint), so that ``eval`` repeats the
+    run's own test accuracy; fp32 where this device has no native bf16."""
+    from supermask.core import checkpoint
+    from supermask.precision import device_has_native_bf16, recorded_precision, use_bf16
+
+    if wanted != "run":
+        use_bf16(wanted == "bf16", device)  # bf16 where the device has none: a clear error
+        return wanted, ""
+    recorded = None
+    if (path / checkpoint.CONFIG_FILE).is_file():
+        meta, _ = checkpoint.read_checkpoint(path)
+        recorded = meta["metadata"].get("precision")
+    result = path.parent / "result.json"
+    if recorded is None and result.is_file():
+        try:
+            recorded = recorded_precision(json.loads(result.read_text()), cfg.to_dict())
+        except (OSError, json.JSONDecodeError):
+            recorded = None
+    if recorded not in ("bf16", "fp32"):  # not recorded: the run's setting as it resolves here
+        recorded = "bf16" if use_bf16("auto" if cfg.train.bf16 is True else cfg.train.bf16, device) else "fp32"
+    if recorded == "bf16" and not device_has_native_bf16(device):
+        return "fp32", f"note: the run was evaluated in bf16, but {device} has no native bf16: evaluating in fp32"
+    return recorded, ""
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -111,6 +144,7 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
 
 def _sweep_runs(config: str | None, items: list[str], out_dir: Path | None) -> tuple[list[_SweepRun], Path]:
     """Every grid point's checked config, grid points of the same experiment (and seed) merged into one."""
+    from supermask.precision import run_precision
     from supermask.runconfig import experiment_key, load_run_config, parse_override
 
     axes: list[tuple[str, list[str]]] = []
@@ -132,7 +166,8 @@ def _sweep_runs(config: str | None, items: list[str], out_dir: Path | None) -> t
         name = f"{cfg.model.name}-{cfg.supermask_config().method}" + (f"_{short}" if short else "")
         overrides = [*fixed, *combo, f"train.out_dir={out}", f"train.run_name={name}"]
         cfg = load_run_config(config, overrides)
-        identity = json.dumps([experiment_key(cfg.to_dict()), cfg.train.seed], sort_keys=True, default=str)
+        precision = run_precision(cfg)
+        identity = json.dumps([experiment_key(cfg.to_dict()), cfg.train.seed, precision], sort_keys=True, default=str)
         if identity in first_of:
             print(f"{name}: the same experiment as {first_of[identity]}; run once")
             continue
@@ -275,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default=None, help="override the run's data.root")
+    p.add_argument(
+        "--precision",
+        choices=("run", "fp32", "bf16"),
+        default="run",
+        help="compute in the precision the run was evaluated in (default), or in fp32 or bf16",
+    )
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("export", help="copy a run's compact seed + mask checkpoint to OUT_DIR")
     p.add_argument("run_dir")

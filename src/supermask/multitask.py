@@ -27,6 +27,7 @@ from supermask.core.tasks import infer_task, set_task
 from supermask.data import DATASETS, TensorLoader, describe, load_arrays
 from supermask.errors import SupermaskConfigError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs
+from supermask.precision import precision_name, use_bf16
 from supermask.runconfig import RunConfig, to_yaml
 
 TASKS_STATE = "tasks_state.pt"
@@ -81,16 +82,19 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         learning_rate,
         pick_device,
     )
+    from supermask.train import _check_same_precision as check_same_precision
 
     device = pick_device(cfg.train.device)
     run_dir = cfg.run_dir()
     torch.manual_seed(cfg.train.seed)
     loaders, per_task, info = split_loaders(cfg, device)
     model = build_model(cfg, per_task, info.in_channels, info.image_size).to(device)
+    autocast = use_bf16(cfg.train.bf16, device)  # the convolutions and matrix products; scores stay fp32
     done, history = 0, []
     if state is not None:
         model.load_state_dict(state["model"])
         done, history = state["tasks_done"], state["metrics"]
+        check_same_precision(cfg, run_dir, history, autocast)
         log(f"resuming {run_dir} after task {done - 1}")
     make_dirs(run_dir)
     atomic_write(run_dir / "config.yaml", to_yaml(cfg), fsync=False)
@@ -113,7 +117,9 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(cfg, epoch * steps + step, cfg.train.epochs * steps, steps)
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.optim.label_smoothing)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    out = model(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 method.before_step(layers)
@@ -129,9 +135,9 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
                     f"the training loss or the parameters became non-finite in task {task}, epoch {epoch + 1}; "
                     f"stopped (tasks 0..{task - 1} are kept in {run_dir}). Lower optim.lr"
                 )
-            test = evaluate(model, test_loader, device)
+            test = evaluate(model, test_loader, device, autocast)
             row = {"task": task, "epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
-                   "test_accuracy": test["accuracy"], "seconds": time.perf_counter() - t0}  # fmt: skip
+                   "test_accuracy": test["accuracy"], "seconds": time.perf_counter() - t0, "bf16": autocast}  # fmt: skip
             history.append(row)
             with open(run_dir / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -140,7 +146,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         with atomic_writer(run_dir / TASKS_STATE) as f:
             torch.save(snapshot, f)
 
-    result = _evaluate_tasks(model, loaders, device, evaluate)
+    result = _evaluate_tasks(model, loaders, device, evaluate, autocast)
     kept = []
     for task in range(cfg.data.split_tasks):
         set_task(model, task)
@@ -161,29 +167,33 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
             "weight_init": cfg.supermask_config().weight_init,
             "seed": cfg.train.seed,
             "kept_fraction": sum(kept) / len(kept),  # the mean over tasks
+            "device": str(device),
             "hardware": describe_hardware(device),
+            "precision": precision_name(autocast),
             "torch": torch.__version__,
             "config": cfg.to_dict(),
         }
     )
-    export(model, cfg, run_dir / EXPORT)
+    export(model, cfg, run_dir / EXPORT, precision_name(autocast))
     atomic_write(run_dir / RESULT, json.dumps(result, indent=1))
     return result
 
 
-def _evaluate_tasks(model: nn.Module, loaders: list[Any], device: torch.device, evaluate: Any) -> dict[str, Any]:
+def _evaluate_tasks(
+    model: nn.Module, loaders: list[Any], device: torch.device, evaluate: Any, autocast: bool = False
+) -> dict[str, Any]:
     """Accuracy per task with the task given; task inference per test batch; accuracy with the inferred task."""
     given, right, batches, unknown_correct, examples = [], 0, 0, 0, 0
     for task, (_, test_loader) in enumerate(loaders):
         set_task(model, task)
-        given.append(evaluate(model, test_loader, device)["accuracy"])
+        given.append(evaluate(model, test_loader, device, autocast)["accuracy"])
         for x, y in test_loader:
             guess = infer_task(model, x)
             right += guess == task
             batches += 1
             set_task(model, guess)
             model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 unknown_correct += int((model(x).argmax(1) == y).sum()) if guess == task else 0
             examples += len(y)
     set_task(model, 0)

@@ -55,6 +55,7 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
 
 def collect(runs_dir: Path) -> list[dict[str, Any]]:
     """Every ``result.json`` below ``runs_dir``, with ``experiment``: its flattened experiment key."""
+    from supermask.precision import recorded_precision
     from supermask.runconfig import experiment_key
 
     rows = []
@@ -68,6 +69,7 @@ def collect(runs_dir: Path) -> list[dict[str, Any]]:
         config = _resolved_config(row, path.parent)
         if config is not None:
             row["experiment"] = _flatten(experiment_key(config))
+            row["experiment"]["train.precision"] = recorded_precision(row, config)
         else:  # a result without its config (written before configs were kept): its own fields
             row["experiment"] = {
                 "data.name": row.get("dataset"),

@@ -64,7 +64,7 @@ class TrainSection:
     out_dir: str = "runs"
     run_name: str | None = None  # default: <model>-<data>-<method>-k<k>-s<seed>
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    bf16: bool = True  # bf16 autocast on GPU (ignored on CPU)
+    bf16: bool | str = "auto"  # bf16 autocast: auto (where the device has native bf16), true or false
     channels_last: bool = False
     compile: bool = False
     progress: str = "auto"  # auto (a bar on a terminal), bar, lines, none
@@ -78,8 +78,12 @@ class TrainSection:
 
 # Keys that say where and how a run is carried out, not what experiment it is: two runs that differ
 # only in these (and the seed) are the same experiment, and `report` groups them together.
+# train.bf16 is a request whose outcome depends on the device (auto, or true on a GPU before bf16 on
+# CPUs existed): what a run computed in is recorded per epoch, and `report`, `sweep` and a resume
+# compare that precision (supermask.precision), never the setting.
 BOOKKEEPING_KEYS = frozenset(
     {
+        "train.bf16",
         "data.root",
         "data.workers",
         "data.eval_batch_size",
@@ -230,6 +234,10 @@ def _coerce(key: str, value: Any, annotation: str, raw: str | None = None) -> An
         if optional:
             return None
         raise SupermaskConfigError(f"{key} cannot be null")
+    if base == "bool | str":  # train.bf16: true, false or auto
+        from supermask.precision import coerce_bf16
+
+        return coerce_bf16(key, value)
     if base == "bool":
         if not isinstance(value, bool):
             raise SupermaskConfigError(f"{key}={_show(value, raw)} must be true or false")
@@ -406,6 +414,7 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         )
     if device:
         check_device(t.device)
+        check_precision(t.bf16, t.device)
     sm = cfg.supermask_config()  # validates every supermask option
     if d.classes is not None:
         available = DATASETS[d.name].num_classes
@@ -448,6 +457,16 @@ def check_device(name: str) -> None:
             f"train.device={name!r} but this machine has {torch.cuda.device_count()} GPU(s): cuda:0 .. "
             f"cuda:{torch.cuda.device_count() - 1}"
         )
+
+
+def check_precision(bf16: bool | str, device: str) -> None:
+    """``train.bf16=true`` only where ``train.device`` computes bf16 natively."""
+    import torch
+
+    from supermask.precision import use_bf16
+
+    name = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    use_bf16(bf16, torch.device(name))
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:

@@ -32,6 +32,7 @@ from supermask.core.convert import merge, sparsity_report, supermask_layers, to_
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import DataError, NonFiniteScoresError, RunBusyError, StorageError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs, remove_temp_files
+from supermask.precision import precision_name, use_bf16
 from supermask.runconfig import RunConfig, experiment_key, from_dict, to_yaml
 
 TRAIN_STATE = "train_state.pt"
@@ -291,6 +292,23 @@ def _environment(device: torch.device, world: int, autocast: bool) -> dict[str, 
     }
 
 
+def _check_same_precision(cfg: RunConfig, run_dir: Path, history: list[dict[str, Any]], bf16: bool) -> None:
+    """A run resumes in the precision its epochs ran in (train.bf16=auto may resolve differently on
+    another machine, and runs before bf16 on CPUs read train.bf16=true as CUDA only)."""
+    ran = [row["bf16"] for row in history if isinstance(row.get("bf16"), bool)]
+    if ran and ran[-1] != bf16:
+        was, now = precision_name(ran[-1]), precision_name(bf16)
+        raise TrainingError(
+            f"{run_dir} trained epochs 1-{len(history)} in {was}; train.bf16={_show_bf16(cfg.train.bf16)} "
+            f"would continue it in {now} here. Set train.bf16={str(ran[-1]).lower()} to resume it as it ran, "
+            "or start it again (train.resume=false train.overwrite=true)"
+        )
+
+
+def _show_bf16(setting: bool | str) -> str:
+    return setting if isinstance(setting, str) else str(setting).lower()
+
+
 def _ran_on(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each stretch of epochs that ran on one environment: [{"epochs": [first, last], ...}]."""
     keys = ("world_size", "threads", "device", "bf16", "hardware")
@@ -393,7 +411,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
         )
         total_steps = cfg.train.epochs * steps_per_epoch
-        autocast = cfg.train.bf16 and device.type == "cuda"
+        autocast = use_bf16(cfg.train.bf16, device)
         layers = [layer for _, layer in supermask_layers(model)]
         method = layers[0].method
         if master and cfg.method_defaults:
@@ -406,6 +424,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"], state["metrics"]
+            _check_same_precision(cfg, run_dir, history, autocast)
             if master:
                 log(f"resuming {run_dir} from epoch {start_epoch}")
         if master:
@@ -534,13 +553,14 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             "device": str(device),
             "hardware": describe_hardware(device, world),
             "ran_on": _ran_on(history),
+            "precision": precision_name(autocast),
             "deterministic": cfg.train.deterministic,
             "method_defaults": cfg.method_defaults,
             "torch": torch.__version__,
             "config": cfg.to_dict(),
         }
         if master:
-            export(model, cfg, run_dir / EXPORT)
+            export(model, cfg, run_dir / EXPORT, precision_name(autocast))
             atomic_write(run_dir / RESULT, json.dumps(result, indent=1))
         if writer is not None:
             writer.close()
@@ -565,9 +585,13 @@ def describe_hardware(device: torch.device, world: int = 1) -> str:
     return f"{world} x {name}" if world > 1 else name
 
 
-def export(model: nn.Module, cfg: RunConfig, out: Path) -> Path:
-    """The compact checkpoint, with the run config (model, data set) in its metadata: one atomic save."""
-    return checkpoint.save(model, out, metadata={"run": cfg.to_dict()})
+def export(model: nn.Module, cfg: RunConfig, out: Path, precision: str | None = None) -> Path:
+    """The compact checkpoint, with the run config (model, data set) and the precision it was trained
+    and evaluated in (bf16 or fp32) in its metadata: one atomic save."""
+    metadata: dict[str, Any] = {"run": cfg.to_dict()}
+    if precision is not None:
+        metadata["precision"] = precision
+    return checkpoint.save(model, out, metadata=metadata)
 
 
 def _tensorboard(run_dir: Path) -> Any:

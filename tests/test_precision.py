@@ -1,0 +1,184 @@
+"""train.bf16 = auto | true | false: bf16 autocast where the device has it natively (issue 15)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from supermask import SupermaskConfig, cli, to_supermask
+from supermask.core.convert import supermask_layers
+from supermask.errors import SupermaskConfigError, TrainingError
+from supermask.models import create
+from supermask.precision import recorded_precision, use_bf16
+from supermask.report import collect, summarise
+from supermask.runconfig import experiment_key, load_run_config
+from supermask.train import train
+
+QUIET = {"log": lambda *_: None}
+CPU = torch.device("cpu")
+
+
+def cfg_for(tmp_path: Path, *items: str) -> Any:
+    return load_run_config(None, [f"train.out_dir={tmp_path}", "train.run_name=r", "train.epochs=2", *items])
+
+
+def _native(monkeypatch: pytest.MonkeyPatch, has: bool) -> None:
+    monkeypatch.setattr("supermask.precision.cpu_has_native_bf16", lambda: has)
+
+
+def _stop_after_first_epoch(message: str) -> None:
+    if message.startswith("epoch 1/"):
+        raise KeyboardInterrupt
+
+
+# --- the setting ---------------------------------------------------------------------------------
+
+
+def test_the_setting_is_auto_true_or_false(tmp_path: Path) -> None:
+    assert load_run_config(None, []).train.bf16 == "auto"
+    assert load_run_config(None, ["train.bf16=false"]).train.bf16 is False
+    assert load_run_config(None, ["train.bf16=AUTO"]).train.bf16 == "auto"
+    for bad in ("yes", "on", "1", "bf16"):
+        with pytest.raises(SupermaskConfigError, match="train.bf16=.* is not valid; choose one of: auto, true, false"):
+            load_run_config(None, [f"train.bf16={bad}", "train.device=cpu"])
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {bf16: off}\n")  # YAML 1.2: a string, not false
+    with pytest.raises(SupermaskConfigError, match="not valid"):
+        load_run_config(str(path), [])
+
+
+def test_auto_follows_the_hardware_and_true_without_it_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    _native(monkeypatch, False)
+    assert use_bf16("auto", CPU) is False and use_bf16(False, CPU) is False
+    with pytest.raises(SupermaskConfigError, match="train.bf16=true but this CPU has no AVX-512 BF16, AMX or Arm"):
+        use_bf16(True, CPU)
+    with pytest.raises(SupermaskConfigError, match="no AVX-512 BF16"):
+        load_run_config(None, ["train.bf16=true", "train.device=cpu"])
+    _native(monkeypatch, True)
+    assert use_bf16("auto", CPU) is True and use_bf16(True, CPU) is True and use_bf16(False, CPU) is False
+
+
+def test_true_without_native_bf16_is_one_line_from_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _native(monkeypatch, False)
+    assert cli.main(["train", "train.bf16=true", "train.device=cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "use train.bf16=auto or false" in err
+
+
+# --- what runs in bf16, and what stays fp32 ------------------------------------------------------
+
+
+def test_under_autocast_only_the_products_are_bf16() -> None:
+    torch.manual_seed(0)
+    model = to_supermask(create("conv2", num_classes=10, in_channels=3, image_size=32), SupermaskConfig(k=0.3))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.bfloat16  # the products ran in bf16 ...
+    out.float().sum().backward()
+    for name, p in model.named_parameters():  # ... scores, their gradients (and so the optimiser) stay fp32
+        assert p.dtype == torch.float32, name
+        assert p.grad is None or p.grad.dtype == torch.float32, name
+    for _, layer in supermask_layers(model):
+        assert layer.mask().dtype == torch.bool and layer.scores.dtype == torch.float32
+
+
+def test_a_bf16_run_records_it_and_eval_repeats_its_accuracy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _native(monkeypatch, True)
+    result = train(cfg_for(tmp_path, "train.bf16=auto"), **QUIET)
+    assert result["precision"] == "bf16" and all(r["bf16"] for r in result["ran_on"])
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["bf16"] for r in rows] == [True, True]
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["train"]["bf16"] == "auto"
+    assert cli.main(["eval", str(tmp_path / "r"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["precision"] == "bf16" and out["accuracy"] == result["accuracy"]
+    assert cli.main(["eval", str(tmp_path / "r"), "--json", "--precision", "fp32"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
+    _native(monkeypatch, False)  # evaluated where bf16 is not native: fp32, said so
+    assert cli.main(["eval", str(tmp_path / "r"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["precision"] == "fp32" and "evaluating in fp32" in captured.err
+
+
+def test_fp32_and_bf16_runs_of_one_config_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _native(monkeypatch, True)
+    a = train(cfg_for(tmp_path, "train.bf16=false", "train.run_name=fp32"), **QUIET)
+    b = train(cfg_for(tmp_path, "train.bf16=true", "train.run_name=bf16"), **QUIET)
+    assert a["precision"] == "fp32" and b["precision"] == "bf16"
+    fp32 = torch.load(tmp_path / "fp32" / "train_state.pt", weights_only=True)["model"]
+    bf16 = torch.load(tmp_path / "bf16" / "train_state.pt", weights_only=True)["model"]
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32 if k.endswith("scores"))  # bf16 really ran
+
+
+def test_a_resume_continues_in_the_precision_it_ran_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _native(monkeypatch, False)  # auto: fp32 here
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tmp_path, "train.epochs=3"), log=_stop_after_first_epoch)
+    _native(monkeypatch, True)  # the same run on a machine with bf16: auto would switch precision
+    with pytest.raises(TrainingError, match=r"trained epochs 1-1 in fp32; train.bf16=auto would continue it in bf16"):
+        train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1  # nothing changed
+    result = train(cfg_for(tmp_path, "train.epochs=3", "train.bf16=false"), **QUIET)  # as the message says
+    assert result["precision"] == "fp32" and result["epochs"] == 3
+
+
+# --- sweep and report tell the precisions apart ---------------------------------------------------
+
+
+def test_sweep_runs_each_precision_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _native(monkeypatch, True)
+    grid = ["train.epochs=1", "train.max_steps=2", "train.bf16=auto,true,false"]
+    assert cli.main(["sweep", *grid, "--out", str(tmp_path)]) == 0
+    assert "mlp-edge-popup_bf16=true: the same experiment as mlp-edge-popup_bf16=auto" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "mlp-edge-popup_bf16=auto",
+        "mlp-edge-popup_bf16=false",
+    ]
+
+
+def test_report_groups_by_the_precision_that_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _native(monkeypatch, True)
+    for seed in (0, 1):
+        for setting in ("true", "false"):
+            train(
+                cfg_for(tmp_path, f"train.bf16={setting}", f"train.seed={seed}", f"train.run_name={setting}{seed}"),
+                **QUIET,
+            )
+    # a result from before bf16 on CPUs: train.bf16=true meant "on CUDA", so this CPU run was fp32
+    old = json.loads((tmp_path / "false1" / "result.json").read_text())
+    old.pop("ran_on")
+    old.pop("precision")
+    old["seed"], old["config"]["train"]["seed"], old["config"]["train"]["bf16"] = 2, 2, True
+    (tmp_path / "old2").mkdir()
+    (tmp_path / "old2" / "result.json").write_text(json.dumps(old))
+    assert recorded_precision(old) == "fp32"
+    summary = summarise(collect(tmp_path))
+    by_precision = {row["settings"]: row["seeds"] for row in summary}
+    assert by_precision == {"train.precision=bf16": 2, "train.precision=fp32": 3}, summary
+    assert experiment_key(old["config"]) == experiment_key(
+        json.loads((tmp_path / "true0" / "result.json").read_text())["config"]
+    )
+
+
+def test_a_multi_task_run_uses_and_records_the_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _native(monkeypatch, True)
+    items = ["data.split_tasks=5", "train.epochs=1", f"train.out_dir={tmp_path}"]
+    bf16 = train(load_run_config(None, [*items, "train.run_name=b"]), **QUIET)
+    fp32 = train(load_run_config(None, [*items, "train.run_name=f", "train.bf16=false"]), **QUIET)
+    assert (bf16["precision"], fp32["precision"]) == ("bf16", "fp32")
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(r["bf16"] for r in rows)
+    other = [json.loads(x) for x in (tmp_path / "f" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_loss"] for r in rows] != [r["train_loss"] for r in other]  # bf16 really ran
