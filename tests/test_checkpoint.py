@@ -337,3 +337,32 @@ def test_load_generates_each_weight_once_and_no_initial_scores(saved: Path, monk
     monkeypatch.setattr(MaskMethod, "initial_scores", no_scores)
     supermask.load(saved, fresh())
     assert calls == {"weights": 2, "scores": 0}  # two converted layers, each generated once
+
+
+@pytest.mark.parametrize("method", ["edge-popup", "iterand", "edge-popup-global", "biprop"])
+def test_the_cheap_mask_check_agrees_with_selecting_again(method: str) -> None:
+    """load's check that a mask is what the config selects: where a method answers by a count
+    (selects_rebuilt), it must agree with selecting from the rebuilt scores, for right and wrong counts."""
+    from supermask.core.convert import supermask_layers
+
+    torch.manual_seed(0)
+    model = supermask.to_supermask(
+        nn.Sequential(nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3)), SupermaskConfig(k=0.4, method=method)
+    )
+    g = torch.Generator().manual_seed(1)
+    answered = 0
+    for _, layer in supermask_layers(model):
+        n = layer.scores.numel()
+        for count in range(n + 1):
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[torch.randperm(n, generator=g)[:count]] = True
+            mask = mask.reshape(layer.scores.shape)
+            with torch.no_grad():
+                layer.scores.copy_(layer.method.scores_for(layer, mask))
+            ramp = torch.arange(n, dtype=torch.float32).reshape(mask.shape) / n  # the rule before it was sped up
+            assert torch.equal(layer.scores, torch.where(mask, ramp + 2.0, ramp))
+            cheap = layer.method.selects_rebuilt(layer, mask)
+            if cheap is not None:
+                answered += 1
+                assert cheap == torch.equal(layer.mask(), mask), (count, layer.kept())
+    assert (answered > 0) == (method in ("edge-popup", "iterand")), answered  # others select and compare

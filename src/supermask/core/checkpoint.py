@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,7 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     cfg.first_layer_dense = cfg.last_layer_dense = False
     modules = dict(model.named_modules())
     weights: dict[str, torch.Tensor] = {}
+    generated: dict[str, torch.Tensor] = {}  # regenerated random weights, checked against their checksums below
     extra = {k[len("extra/") :]: v for k, v in tensors.items() if k.startswith("extra/")}
     method = method_class(cfg.method)(cfg)
     for name, entry in layers.items():
@@ -363,13 +365,15 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
                 weight = method.restore_weight(name, weight, fan_shape, extra)
             except (KeyError, ValueError, RuntimeError) as exc:
                 raise CheckpointError(f"layer {name!r}: the method's saved state does not fit: {exc}") from exc
-            if checksum(weight) != entry["weight_checksum"]:
-                raise CheckpointError(
-                    f"the random weights of layer {name!r} regenerated from seed {cfg.seed} do not match the "
-                    "checksum in the checkpoint (edited seed or init, or an incompatible supermask version); "
-                    "refusing to run a different network"
-                )
-            weights[name] = weight
+            generated[name] = weight
+    for name, digest in zip(generated, _checksums(list(generated.values()))):  # in layer order: the first is named
+        if digest != layers[name]["weight_checksum"]:
+            raise CheckpointError(
+                f"the random weights of layer {name!r} regenerated from seed {cfg.seed} do not match the "
+                "checksum in the checkpoint (edited seed or init, or an incompatible supermask version); "
+                "refusing to run a different network"
+            )
+    weights.update(generated)
     prepared.weights.update(weights)
     to_supermask(model, cfg, _weights=weights or None, _initial_scores=False)  # the scores come from the masks
     converted = {n: layer for n, layer in supermask_layers(model)}
@@ -411,6 +415,7 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
             for layer in layer_list:
                 layer.use_task(task)
             stored: dict[str, torch.Tensor] = {}
+            rebuilt: set[str] = set()  # layers whose scores were built from their mask by the method
             for name, layer in converted.items():
                 if layer.scores is None:
                     continue
@@ -445,8 +450,9 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
                         made = method.scores_for(layer, mask)
                         prepared.scores[key] = made
                     layer.scores.copy_(made)
+                    rebuilt.add(name)
             if dry_run:
-                _verify_masks(model, stored)
+                _verify_masks(model, stored, rebuilt)
         for layer in layer_list:
             layer.use_task(0)
     model.supermask_config = saved_cfg  # type: ignore[assignment,unused-ignore]
@@ -454,15 +460,30 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     return model
 
 
-def _verify_masks(model: nn.Module, stored: dict[str, torch.Tensor]) -> None:
+def _checksums(tensors: list[torch.Tensor]) -> list[str]:
+    """:func:`checksum` of each tensor, on up to ``torch.get_num_threads()`` threads (hashlib frees the GIL)."""
+    threads = min(torch.get_num_threads(), len(tensors), 16)
+    if threads <= 1:
+        return [checksum(t) for t in tensors]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(checksum, tensors))
+
+
+def _verify_masks(model: nn.Module, stored: dict[str, torch.Tensor], rebuilt: set[str]) -> None:
     """Each layer's mask, selected now under the loaded config, must be the stored one, bit for bit
-    (an edited k or method would select other weights: never run it)."""
+    (an edited k or method would select other weights: never run it). For scores the method rebuilt
+    from the mask, the method may answer without selecting (:meth:`MaskMethod.selects_rebuilt`)."""
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
             for name, layer in supermask_layers(model):
-                if name in stored and not torch.equal(layer.mask().cpu(), stored[name]):
+                if name not in stored:
+                    continue
+                same = layer.method.selects_rebuilt(layer, stored[name]) if name in rebuilt else None
+                if same is None:
+                    same = torch.equal(layer.mask().cpu(), stored[name])
+                if not same:
                     raise CheckpointError(
                         f"layer {name!r}: the mask selected under the checkpoint's config (method "
                         f"{layer.method.name!r}, k={layer.k}) is not the stored mask; the checkpoint is inconsistent"

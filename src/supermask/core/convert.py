@@ -170,16 +170,18 @@ def _all_names(model: nn.Module) -> dict[int, list[str]]:
     return names
 
 
-def _tied_elsewhere(model: nn.Module, module: nn.Module) -> str | None:
+def _parameter_owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """id(parameter) -> every (module, qualified parameter name) holding it directly, in module order."""
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}
+    for name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append((module, f"{name}.{pname}" if name else pname))
+    return owners
+
+
+def _tied_elsewhere(owners: dict[int, list[tuple[nn.Module, str]]], module: nn.Module) -> str | None:
     """The name of another module's parameter that is ``module.weight`` itself (tied weights), if any."""
-    weight = module.weight
-    for name, other in model.named_modules():
-        if other is module:
-            continue
-        for pname, p in other.named_parameters(recurse=False):
-            if p is weight:
-                return f"{name}.{pname}" if name else pname
-    return None
+    return next((name for other, name in owners.get(id(module.weight), []) if other is not module), None)
 
 
 def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
@@ -187,6 +189,7 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     if any(isinstance(m, SupermaskLayer) for m in model.modules()):
         raise SupermaskError("the model is already converted; call to_supermask on an unconverted model")
     names = _all_names(model)
+    owners = _parameter_owners(model)
     report = ConversionReport()
     targets: list[tuple[str, Any]] = []
     candidates: list[str] = []
@@ -205,7 +208,7 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
         wanted = explicit or (cfg.target_modules is None and base is not None)
         reason = _unsupported_reason(module)
         if reason is None and base is not None and wanted:
-            tied = _tied_elsewhere(model, module)
+            tied = _tied_elsewhere(owners, module)
             if tied is not None:
                 reason = f"its weight is tied to {tied} (one shared parameter): masking it would untie them"
         if reason is not None:
@@ -368,12 +371,12 @@ def to_supermask(
             weight = generate_weight(name, shape, cfg, cfg.k, fan_shape)
         if _initial_scores:
             scores = method.initial_scores(name, shape, fan_shape)
-        else:  # a checkpoint's masks set them next (load): placeholders, nothing drawn
-            scores = torch.zeros(shape) if method.has_scores else None
+        else:  # a checkpoint's masks set every one of them next (load): placeholders, nothing drawn or zeroed
+            scores = torch.empty(shape) if method.has_scores else None
         banks: list[torch.Tensor] | None = None
         if cfg.tasks > 1 and scores is not None:  # task t > 0 draws its own scores (task 0's are the plain ones)
             others = [
-                method.initial_scores(f"{name}@task{t}", shape, fan_shape) if _initial_scores else torch.zeros(shape)
+                method.initial_scores(f"{name}@task{t}", shape, fan_shape) if _initial_scores else torch.empty(shape)
                 for t in range(1, cfg.tasks)
             ]
             banks = [scores, *[s for s in others if s is not None]]

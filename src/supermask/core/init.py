@@ -67,7 +67,7 @@ def generate_weight(
     key = rng.derive_key(*parts, salt) if salt else rng.derive_key(*parts)
     std = weight_std(fan_shape or shape, cfg, k)
     if cfg.weight_init == "signed_constant":
-        values = rng.random_sign(key, n) * std
+        return torch.from_numpy(rng.signed_constant(key, n, std).reshape(shape))
     elif cfg.weight_init == "unsigned_constant":
         values = np.full(n, std)
     elif cfg.weight_init in ("kaiming_normal", "xavier_normal"):
@@ -113,5 +113,5 @@ def generate_uniform(name: str, shape: tuple[int, ...], cfg: SupermaskConfig) ->
 
 def checksum(tensor: torch.Tensor) -> str:
     """sha256 (hex, first 16 chars) of a tensor's float32 little-endian bytes."""
-    data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
-    return hashlib.sha256(data).hexdigest()[:16]
+    data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
+    return hashlib.sha256(data.reshape(-1).data.cast("B")).hexdigest()[:16]  # no copy (hashlib frees the GIL)

@@ -11,8 +11,12 @@ The stream for a key is SplitMix64 evaluated at counter ``i``: ``mix(key + (i + 
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
+import torch
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -27,14 +31,52 @@ def derive_key(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "little")
 
 
+_CHUNK = 1 << 16  # elements per block: 512 KiB of uint64 and its temporary stay in a core's L2 cache
+_PARALLEL_FROM = 1 << 20  # below this, one thread (a pool's start-up costs more than it saves)
+_COUNTERS = np.arange(1, _CHUNK + 1, dtype=np.uint64)  # read only
+_COUNTERS.flags.writeable = False
+
+
+def _mix_block(key: int, start: int, out: np.ndarray, tmp: np.ndarray) -> None:
+    """SplitMix64 at counters start..start+len(out)-1, written into ``out`` (``tmp``: scratch, same size)."""
+    np.add(_COUNTERS[: out.size], np.uint64(start), out=out)
+    np.multiply(out, _GOLDEN, out=out)
+    np.add(out, np.uint64(key), out=out)
+    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
+        np.right_shift(out, np.uint64(shift), out=tmp)
+        np.bitwise_xor(out, tmp, out=out)
+        if mult is not None:
+            np.multiply(out, mult, out=out)
+
+
+def _blocks(n: int, fill: Any) -> None:
+    """Call ``fill(start, stop, scratch_u64, scratch_u64)`` over ``range(n)`` in cache-sized blocks, on up to
+    ``torch.get_num_threads()`` threads (NumPy releases the GIL in its loops)."""
+    threads = 1 if n < _PARALLEL_FROM else max(1, min(torch.get_num_threads(), os.cpu_count() or 1, 16))
+
+    def run(first: int, last: int) -> None:
+        a, b = np.empty(_CHUNK, np.uint64), np.empty(_CHUNK, np.uint64)
+        for start in range(first, last, _CHUNK):
+            stop = min(start + _CHUNK, last)
+            fill(start, stop, a[: stop - start], b[: stop - start])
+
+    if threads == 1:
+        run(0, n)
+        return
+    per = -(-n // threads // _CHUNK) * _CHUNK  # whole blocks per thread
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(run, lo, min(lo + per, n)) for lo in range(0, n, per)]:
+            f.result()
+
+
 def random_uint64(key: int, n: int) -> np.ndarray:
     """``n`` pseudo-random 64-bit integers: SplitMix64 at counters 0..n-1 of stream ``key``."""
-    z = (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN) + np.uint64(key)
-    z ^= z >> np.uint64(30)
-    z *= _M1
-    z ^= z >> np.uint64(27)
-    z *= _M2
-    z ^= z >> np.uint64(31)
+    z = np.empty(n, np.uint64)
+
+    def fill(start: int, stop: int, _: np.ndarray, tmp: np.ndarray) -> None:
+        _mix_block(key, start, z[start:stop], tmp)
+
+    _blocks(n, fill)
     return z
 
 
@@ -42,6 +84,24 @@ def random_sign(key: int, n: int) -> np.ndarray:
     """``n`` values of +1.0 or -1.0 (float64), from the top bit of each draw."""
     top = (random_uint64(key, n) >> np.uint64(63)).astype(np.float64)
     return 1.0 - 2.0 * top
+
+
+def signed_constant(key: int, n: int, value: float) -> np.ndarray:
+    """``random_sign(key, n) * value`` rounded to float32, made without the 64-bit intermediates (one
+    pass per cache-sized block; bit-identical, as rounding to float32 is symmetric in the sign)."""
+    out = np.empty(n, np.float32)
+    bits = out.view(np.uint32)
+    value_bits = np.uint64(np.array(value, np.float32).view(np.uint32))  # value rounded to float32, as bits
+
+    def fill(start: int, stop: int, z: np.ndarray, tmp: np.ndarray) -> None:
+        _mix_block(key, start, z, tmp)
+        np.right_shift(z, np.uint64(63), out=tmp)  # the draw's top bit: 1 = negative
+        np.left_shift(tmp, np.uint64(31), out=tmp)  # ... as the float32 sign bit
+        np.bitwise_xor(tmp, value_bits, out=tmp)  # the value with its sign flipped where the bit is set
+        bits[start:stop] = tmp  # values below 2**32: exact
+
+    _blocks(n, fill)
+    return out
 
 
 def random_uniform(key: int, n: int) -> np.ndarray:

@@ -135,9 +135,15 @@ class MaskMethod:
         """Scores that :meth:`select` turns into exactly ``mask`` (used when a checkpoint holds masks only)."""
         return mask.float()
 
+    def selects_rebuilt(self, layer: SupermaskLayer, mask: Tensor) -> bool | None:
+        """Whether :meth:`select` on the scores :meth:`scores_for` built from ``mask`` (now in ``layer``)
+        gives ``mask`` again, where the method can tell without selecting; None: select and compare.
+        ``load`` calls it to check a checkpoint's masks against its config."""
+        return None
+
     def kept(self, mask: Tensor) -> int:
         """Number of weights the mask keeps."""
-        return int(mask.sum()) if mask.dtype == torch.bool else int((mask != 0).sum())
+        return int(torch.count_nonzero(mask))  # several times faster than a bool sum
 
     def extra_state(self, layers: list[SupermaskLayer]) -> dict[str, Tensor]:
         """Tensors beyond the masks that a checkpoint must hold (e.g. permanently pruned flags)."""

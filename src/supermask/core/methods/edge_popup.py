@@ -36,8 +36,15 @@ class EdgePopup(MaskMethod):
     def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
         """Distinct values, kept ones above the rest (2 + i/n against i/n): the top-k selects exactly the
         mask when it keeps as many, and sorts fast (0/1 scores are all ties: 10x slower to partition)."""
-        ramp = torch.arange(mask.numel(), dtype=torch.float32).reshape(mask.shape) / mask.numel()
-        return torch.where(mask.bool(), ramp + 2.0, ramp)
+        ramp = torch.arange(mask.numel(), dtype=torch.float32).div_(mask.numel())
+        return ramp.add_(mask.reshape(-1), alpha=2.0).reshape(mask.shape)  # i/n + 2 where kept (x + 0 = x)
+
+    def selects_rebuilt(self, layer: SupermaskLayer, mask: Tensor) -> bool | None:
+        """The rebuilt scores are distinct and every kept one is above every other, so the per-layer top-k
+        of |score| is exactly the mask iff the mask keeps ``layer.kept()`` weights: a count, no selection.
+        Only for this class's own rule and scores (a subclass that changes either is selected and compared)."""
+        own = type(self).select is EdgePopup.select and type(self).scores_for is EdgePopup.scores_for
+        return self.kept(mask) == layer.kept() if own else None
 
     def traceable(self, layer: SupermaskLayer) -> bool:
         return True
