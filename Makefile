@@ -31,12 +31,16 @@ bench: $(VENV)/.installed  ## benchmarks (not tests): prints medians and ratios
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/methods_step.py --reps 10
 	$(PY) benchmarks/load_speed.py
+	$(PY) benchmarks/cpu_bf16.py
 
 reproduce: $(VENV)/.installed  ## the experiments of docs/RESULTS.md (long; resumable)
 	experiments/mnist_fc.sh
 	experiments/cifar10_conv.sh
 	experiments/methods.sh
 	experiments/supsup.sh
+	experiments/transfer.sh
+	experiments/precision.sh
+	experiments/paper_schedule.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
