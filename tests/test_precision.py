@@ -182,3 +182,45 @@ def test_a_multi_task_run_uses_and_records_the_precision(tmp_path: Path, monkeyp
     assert len(rows) == 5 and all(r["bf16"] for r in rows)
     other = [json.loads(x) for x in (tmp_path / "f" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in rows] != [r["train_loss"] for r in other]  # bf16 really ran
+
+
+@pytest.mark.parametrize("model_name", ["conv2", "fc"])
+def test_masking_the_cached_cast_is_bit_identical_to_casting_the_masked_weight(
+    model_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under autocast the layer masks a cached bf16 copy of its frozen weight; training must be exactly as
+    when autocast casts the fp32 masked weight (the path without the cache)."""
+    from supermask.core.layers import SupermaskLayer
+
+    def run(cached: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if not cached:
+            monkeypatch.setattr(SupermaskLayer, "autocast_weight", lambda self: None)
+        torch.manual_seed(0)
+        shape = {"conv2": (3, 32), "fc": (1, 28)}[model_name]
+        model = to_supermask(
+            create(model_name, num_classes=10, in_channels=shape[0], image_size=shape[1]), SupermaskConfig(k=0.3)
+        )
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(16, shape[0], shape[1], shape[1], generator=g), torch.randint(0, 10, (16,), generator=g)
+        for _ in range(4):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(x)
+            loss = torch.nn.functional.cross_entropy(out.float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+        with torch.no_grad():  # the eval cache must not hand the bf16 weight to an fp32 forward
+            assert model(x).dtype == torch.float32
+        monkeypatch.undo()
+        used = [("_autocast_weight" in layer.__dict__) for _, layer in supermask_layers(model)]
+        assert all(used) if cached else not any(used)
+        return low, [layer.scores.detach().clone() for _, layer in supermask_layers(model)]
+
+    out_a, scores_a = run(cached=True)
+    out_b, scores_b = run(cached=False)
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(scores_a, scores_b))

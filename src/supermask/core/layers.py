@@ -123,6 +123,19 @@ class SupermaskLayer(nn.Module):
             return self._traced_effective_weight()
         return self._eager_effective_weight()
 
+    def autocast_weight(self) -> Tensor | None:
+        """The frozen fp32 weight cast to autocast's dtype, cached until the weight changes; None when
+        autocast is off for its device (or inside ``torch.compile``, which fuses the cast itself)."""
+        weight = self.base_layer.weight
+        device = weight.device.type
+        if torch.compiler.is_compiling() or weight.dtype != torch.float32 or not torch.is_autocast_enabled(device):
+            return None
+        dtype = torch.get_autocast_dtype(device)
+        key = (id(weight), weight._version, weight.data_ptr(), weight.device, dtype)  # .to() keeps id and version
+        if self.__dict__.get("_autocast_key") != key:
+            self.__dict__.update(_autocast_key=key, _autocast_weight=weight.detach().to(dtype))
+        return self.__dict__["_autocast_weight"]
+
     def traces_selection(self) -> bool:
         """Whether ``torch.compile`` traces this layer's selection into its graph: where the method has a
         sync-free selection, off the CPU. On the CPU the eager NumPy selection, warm-started from the
@@ -148,7 +161,8 @@ class SupermaskLayer(nn.Module):
         assert self.scores is not None
         grad_on = torch.is_grad_enabled()
         if not grad_on and not self.training:
-            key = (id(weight), weight._version, *self._scores_key(), *self.method.cache_key(self))
+            autocast = torch.is_autocast_enabled(weight.device.type) and torch.get_autocast_dtype(weight.device.type)
+            key = (id(weight), weight._version, autocast, *self._scores_key(), *self.method.cache_key(self))
             if self._eval_weight is not None and key == self._eval_key:
                 return self._eval_weight
         out = self.method.effective_weight(self, weight, self.scores, self._current_mask())

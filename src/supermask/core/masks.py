@@ -141,9 +141,17 @@ class MaskedWeight(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor, bernoulli: bool) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, weight: Tensor, scores: Tensor, mask: Tensor, bernoulli: bool, weight_low: Tensor | None = None
+    ) -> Tensor:
         ctx.save_for_backward(weight, scores)
         ctx.bernoulli = bernoulli
+        if weight_low is not None:
+            # under autocast: ``weight`` already cast to its dtype (cached by the layer), masked there. The
+            # same values as masking in fp32 and letting autocast cast (x * 0 and x * 1 are exact), one
+            # weight-sized cast fewer each way; the gradient arrives in that dtype and is promoted below
+            # exactly as autocast's cast would have.
+            return weight_low * mask
         if (
             weight.device.type == "cpu"
             and weight.dtype in _NUMPY_FLOATS
@@ -155,7 +163,7 @@ class MaskedWeight(torch.autograd.Function):
         return weight * mask
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None, None, None]:  # type: ignore[override]
         weight, scores = ctx.saved_tensors
         if ctx.bernoulli:
             p = torch.sigmoid(scores)
@@ -163,7 +171,7 @@ class MaskedWeight(torch.autograd.Function):
             grad_scores.mul_(p * (1.0 - p))
         else:  # built in one buffer: two weight-sized tensors alive (grad, result), not three
             grad_scores = scores.sign().mul_(weight).mul_(grad)
-        return None, grad_scores, None, None
+        return None, grad_scores, None, None, None
 
 
 def pack_bits(mask: Tensor) -> Tensor:

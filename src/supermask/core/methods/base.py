@@ -118,7 +118,8 @@ class MaskMethod:
         their own."""
         w = self.weight_transform(layer, weight, mask)
         if type(self).surrogate is MaskMethod.surrogate:
-            return MaskedWeight.apply(w, scores, mask, False)
+            low = layer.autocast_weight() if w is weight else None  # under autocast: mask the cached cast
+            return MaskedWeight.apply(w, scores, mask, False, low)
         g = self.surrogate(scores)
         return w * (mask + (g - g.detach()))
 
