@@ -125,3 +125,21 @@ def test_the_blocked_threaded_generator_is_the_plain_definition() -> None:
         for value in (0.0123, -0.5):
             expected = ((1.0 - 2.0 * (z >> np.uint64(63)).astype(np.float64)) * value).astype(np.float32)
             assert rng.signed_constant(key, n, value).tobytes() == expected.tobytes(), (n, value)
+
+
+def test_blockwise_float32_draws_are_the_whole_array_formulas() -> None:
+    import math
+
+    import numpy as np
+
+    from supermask.core import rng
+
+    transforms = [
+        lambda u: (u * 2.0 - 1.0) * 0.37,  # kaiming_uniform weights
+        lambda u: (u * 2.0 - 1.0) / math.sqrt(27),  # kaiming_uniform scores (a division, as before)
+        lambda u: rng.normal_quantile(u) * 0.05,  # normal weights and scores
+    ]
+    for n in (0, 1, rng._CHUNK + 1, rng._PARALLEL_FROM + rng._CHUNK + 5):
+        u = rng.random_uniform(11, n)
+        for f in transforms:
+            assert rng.uniform_float32(11, n, f).tobytes() == f(u).astype(np.float32).tobytes(), n

@@ -71,13 +71,13 @@ def generate_weight(
     elif cfg.weight_init == "unsigned_constant":
         values = np.full(n, std)
     elif cfg.weight_init in ("kaiming_normal", "xavier_normal"):
-        values = rng.random_normal(key, n) * std
+        values = rng.uniform_float32(key, n, lambda u: rng.normal_quantile(u) * std)
     elif cfg.weight_init == "kaiming_uniform":
         bound = math.sqrt(3.0) * std
-        values = (rng.random_uniform(key, n) * 2.0 - 1.0) * bound
+        values = rng.uniform_float32(key, n, lambda u: (u * 2.0 - 1.0) * bound)
     else:  # pragma: no cover - validated by the config
         raise ValueError(cfg.weight_init)
-    return torch.from_numpy(values.astype(np.float32).reshape(shape))
+    return torch.from_numpy(values.astype(np.float32, copy=False).reshape(shape))
 
 
 def generate_scores(
@@ -93,16 +93,19 @@ def generate_scores(
     key = rng.derive_key("scores", cfg.seed, name, tuple(shape), cfg.score_init)
     fan_in, _ = fans(fan_shape or shape)
     if cfg.score_init == "kaiming_uniform":
-        values = (rng.random_uniform(key, n) * 2.0 - 1.0) / math.sqrt(fan_in)
+        root = math.sqrt(fan_in)
+        values = rng.uniform_float32(key, n, lambda u: (u * 2.0 - 1.0) / root)
     elif cfg.score_init == "kaiming_normal":
-        values = rng.random_normal(key, n) * math.sqrt(2.0 / fan_in)
+        scale = math.sqrt(2.0 / fan_in)
+        values = rng.uniform_float32(key, n, lambda u: rng.normal_quantile(u) * scale)
     elif cfg.score_init == "uniform":
-        values = (rng.random_uniform(key, n) * 2.0 - 1.0) * cfg.score_init_value
+        value = cfg.score_init_value
+        values = rng.uniform_float32(key, n, lambda u: (u * 2.0 - 1.0) * value)
     elif cfg.score_init == "constant":
         values = np.full(n, cfg.score_init_value)
     else:  # pragma: no cover - validated by the config
         raise ValueError(cfg.score_init)
-    return torch.from_numpy(values.astype(np.float32).reshape(shape))
+    return torch.from_numpy(values.astype(np.float32, copy=False).reshape(shape))
 
 
 def generate_uniform(name: str, shape: tuple[int, ...], cfg: SupermaskConfig) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -110,6 +111,24 @@ def random_uniform(key: int, n: int) -> np.ndarray:
     return (mantissa + 0.5) * (2.0**-53)
 
 
+def uniform_float32(key: int, n: int, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``transform(random_uniform(key, n)).astype(float32)`` made block by block (cache-sized, threaded):
+    the same elementwise float64 operations on the same draws, so bit-identical, without whole-layer
+    64-bit arrays. ``transform`` must be elementwise (e.g. ``lambda u: (u * 2.0 - 1.0) * bound``)."""
+    out = np.empty(n, np.float32)
+
+    def fill(start: int, stop: int, z: np.ndarray, tmp: np.ndarray) -> None:
+        _mix_block(key, start, z, tmp)
+        np.right_shift(z, np.uint64(11), out=z)
+        u = z.astype(np.float64)
+        u += 0.5
+        u *= 2.0**-53
+        out[start:stop] = transform(u)
+
+    _blocks(n, fill)
+    return out
+
+
 def _portable_log(x: np.ndarray) -> np.ndarray:
     """Natural log of positive floats using only exactly-rounded operations."""
     mantissa, exponent = np.frexp(x)  # x = m * 2**e, m in [0.5, 1)
@@ -154,7 +173,11 @@ def _poly(coeffs: tuple[float, ...], x: np.ndarray) -> np.ndarray:
 
 def random_normal(key: int, n: int) -> np.ndarray:
     """``n`` standard normal floats (float64) by inverse-CDF of :func:`random_uniform`."""
-    p = random_uniform(key, n)
+    return normal_quantile(random_uniform(key, n))
+
+
+def normal_quantile(p: np.ndarray) -> np.ndarray:
+    """The standard normal quantile of each p in (0, 1), elementwise (Acklam's approximation)."""
     low = 0.02425
     q = p - 0.5
     r = q * q
