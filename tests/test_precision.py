@@ -224,3 +224,18 @@ def test_masking_the_cached_cast_is_bit_identical_to_casting_the_masked_weight(
     out_b, scores_b = run(cached=False)
     assert torch.equal(out_a, out_b)
     assert all(torch.equal(a, b) for a, b in zip(scores_a, scores_b))
+
+
+def test_report_over_several_folders_counts_each_run_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _native(monkeypatch, True)
+    train(cfg_for(tmp_path / "a", "train.bf16=false"), **QUIET)
+    train(cfg_for(tmp_path / "b", "train.bf16=true"), **QUIET)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert cli.main(["report", a, b, a, str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    runs = (tmp_path / "out" / "runs.csv").read_text().splitlines()
+    assert len(runs) == 3 and sum("bf16" in line for line in runs[1:]) == 1  # header + one run per folder
+    assert "train.precision=fp32" in (tmp_path / "out" / "results.md").read_text()
+    assert cli.main(["report", a, b]) == 2
+    assert "needs --out DIR" in capsys.readouterr().err

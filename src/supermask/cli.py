@@ -291,7 +291,7 @@ def _run_pool(runs: list[_SweepRun], jobs: int, config: str | None) -> list[str]
 def _cmd_report(args: argparse.Namespace) -> int:
     from supermask.report import write_report
 
-    paths = write_report(Path(args.runs_dir), Path(args.out) if args.out else None)
+    paths = write_report([Path(d) for d in args.runs_dir], Path(args.out) if args.out else None)
     for p in paths:
         print(p)
     return 0
@@ -327,9 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="runs at once on this machine (each its own process)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only the I-th of N disjoint slices of the grid")
     p.set_defaults(func=_cmd_sweep)
-    p = sub.add_parser("report", help="results table (Markdown, CSV) and accuracy-vs-k plot of a runs folder")
-    p.add_argument("runs_dir")
-    p.add_argument("--out", default=None, help="output folder (default: RUNS_DIR)")
+    p = sub.add_parser("report", help="results table (Markdown, CSV) and accuracy-vs-k plot of runs folders")
+    p.add_argument("runs_dir", nargs="+", help="one or more folders of runs (each run found once)")
+    p.add_argument("--out", default=None, help="output folder (default: RUNS_DIR when there is one)")
     p.set_defaults(func=_cmd_report)
     return parser
 

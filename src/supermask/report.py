@@ -53,13 +53,24 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
 
 
-def collect(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every ``result.json`` below ``runs_dir``, with ``experiment``: its flattened experiment key."""
+def _result_files(runs_dirs: Path | list[Path]) -> list[Path]:
+    """Every ``result.json`` below the folders, each once (folders may nest or repeat)."""
+    dirs = [runs_dirs] if isinstance(runs_dirs, Path) else runs_dirs
+    seen: dict[Path, Path] = {}
+    for d in dirs:
+        for path in sorted(d.rglob("result.json")):
+            seen.setdefault(path.resolve(), path)
+    return list(seen.values())
+
+
+def collect(runs_dir: Path | list[Path]) -> list[dict[str, Any]]:
+    """Every ``result.json`` below ``runs_dir`` (one folder or several), with ``experiment``: its
+    flattened experiment key."""
     from supermask.precision import recorded_precision
     from supermask.runconfig import experiment_key
 
     rows = []
-    for path in sorted(runs_dir.rglob("result.json")):
+    for path in _result_files(runs_dir):
         try:
             row = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -172,16 +183,20 @@ def _mean_std(mean: float, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
-def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
+def write_report(runs_dir: Path | list[Path], out: Path | None = None) -> list[Path]:
     """Write ``results.md``, ``results.csv``, ``runs.csv``, ``results.png`` and, when at most
-    :data:`MAX_CURVES` runs of 5 or more epochs left their ``metrics.jsonl``, ``curves.png``; return their paths."""
+    :data:`MAX_CURVES` runs of 5 or more epochs left their ``metrics.jsonl``, ``curves.png``; return their
+    paths. ``runs_dir``: one folder of runs or several (then ``out`` is required)."""
     from supermask.fileio import atomic_write, make_dirs
 
-    rows = collect(runs_dir)
+    dirs = [runs_dir] if isinstance(runs_dir, Path) else list(runs_dir)
+    if out is None and len(dirs) != 1:
+        raise SupermaskError("a report over several run folders needs --out DIR (where to write it)")
+    rows = collect(dirs)
     if not rows:
-        raise SupermaskError(f"no finished runs (result.json) below {runs_dir}")
+        raise SupermaskError(f"no finished runs (result.json) below {', '.join(map(str, dirs))}")
     summary = summarise(rows)
-    out = make_dirs(out or runs_dir)
+    out = make_dirs(out or dirs[0])
     fields = [k for k in summary[0] if not k.startswith("setting:")]
     atomic_write(out / "results.csv", _csv(summary, fields))
     lines = [
@@ -209,7 +224,7 @@ def write_report(runs_dir: Path, out: Path | None = None) -> list[Path]:
     atomic_write(out / "runs.csv", _csv(flat, run_fields))  # one row per run: the data behind the summary
     devices = sorted({str(r.get("hardware") or r.get("device", "?")) for r in rows})
     paths = [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png", devices)]
-    curves = learning_curves(runs_dir)
+    curves = {name: rows for d in dirs for name, rows in learning_curves(d).items()}
     if curves and len(curves) <= MAX_CURVES:
         datasets = ", ".join(sorted({str(r["dataset"]) for r in rows}))
         paths.append(plot_curves(curves, out / "curves.png", f"{datasets}: learning curves", devices))
