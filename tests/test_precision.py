@@ -239,3 +239,23 @@ def test_report_over_several_folders_counts_each_run_once(
     assert "train.precision=fp32" in (tmp_path / "out" / "results.md").read_text()
     assert cli.main(["report", a, b]) == 2
     assert "needs --out DIR" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_it_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epochs that did not record their precision ran bf16 exactly when train.bf16 was true on CUDA: a CPU
+    run saved with bf16: true ran fp32, and auto on a bf16 CPU must not continue it in bf16."""
+    _native(monkeypatch, False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tmp_path, "train.epochs=3", "train.bf16=false"), log=_stop_after_first_epoch)
+    path = tmp_path / "r" / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    for row in state["metrics"]:
+        del row["bf16"]
+    state["config"]["train"]["bf16"] = True  # the old default, which meant "on CUDA"
+    torch.save(state, path)
+    _native(monkeypatch, True)
+    with pytest.raises(TrainingError, match="trained epochs 1-1 in fp32"):
+        train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
+    assert train(cfg_for(tmp_path, "train.epochs=3", "train.bf16=false"), **QUIET)["epochs"] == 3

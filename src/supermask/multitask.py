@@ -76,13 +76,13 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         RESULT,
         build_model,
         build_optimizer,
+        check_same_precision,
         describe_hardware,
         evaluate,
         export,
         learning_rate,
         pick_device,
     )
-    from supermask.train import _check_same_precision as check_same_precision
 
     device = pick_device(cfg.train.device)
     run_dir = cfg.run_dir()
@@ -94,7 +94,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
     if state is not None:
         model.load_state_dict(state["model"])
         done, history = state["tasks_done"], state["metrics"]
-        check_same_precision(cfg, run_dir, history, autocast)
+        check_same_precision(cfg, run_dir, state, history, autocast, device)
         log(f"resuming {run_dir} after task {done - 1}")
     make_dirs(run_dir)
     atomic_write(run_dir / "config.yaml", to_yaml(cfg), fsync=False)

@@ -292,10 +292,21 @@ def _environment(device: torch.device, world: int, autocast: bool) -> dict[str, 
     }
 
 
-def _check_same_precision(cfg: RunConfig, run_dir: Path, history: list[dict[str, Any]], bf16: bool) -> None:
+def check_same_precision(
+    cfg: RunConfig,
+    run_dir: Path,
+    state: dict[str, Any],
+    history: list[dict[str, Any]],
+    bf16: bool,
+    device: torch.device,
+) -> None:
     """A run resumes in the precision its epochs ran in (train.bf16=auto may resolve differently on
-    another machine, and runs before bf16 on CPUs read train.bf16=true as CUDA only)."""
+    another machine, and runs before bf16 on CPUs read train.bf16=true as CUDA only: a checkpoint from
+    before epochs recorded their precision ran bf16 exactly when its setting was true on CUDA)."""
     ran = [row["bf16"] for row in history if isinstance(row.get("bf16"), bool)]
+    if not ran and history:
+        saved = state.get("config", {}).get("train", {}).get("bf16") if isinstance(state.get("config"), dict) else None
+        ran = [saved is True and device.type == "cuda"]
     if ran and ran[-1] != bf16:
         was, now = precision_name(ran[-1]), precision_name(bf16)
         raise TrainingError(
@@ -424,7 +435,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"], state["metrics"]
-            _check_same_precision(cfg, run_dir, history, autocast)
+            check_same_precision(cfg, run_dir, state, history, autocast, device)
             if master:
                 log(f"resuming {run_dir} from epoch {start_epoch}")
         if master:
