@@ -27,7 +27,7 @@ grid() {  # grid OUT K_EXTRA common...: K_EXTRA is added to the runs of the meth
 
 if [ "$WHICH" = mnist ] || [ "$WHICH" = all ]; then
   grid results/methods_mnist/runs "" model.name=fc data.name=mnist data.root="${MNIST_DIR:-../shared/data/mnist}" \
-    data.batch_size=128 train.epochs="${EPOCHS_MNIST:-10}" train.progress=lines
+    data.batch_size=128 train.epochs="${EPOCHS_MNIST:-10}" train.bf16=false train.progress=lines  # fp32, as committed
 fi
 if [ "$WHICH" = cifar ] || [ "$WHICH" = all ]; then
   # Conv4 has no BatchNorm: at k = 0.05 without scale_fan the kept signal vanishes (edge-popup: 13.7% and

@@ -10,7 +10,7 @@ THREADS_ARG=()
 [ -n "${THREADS:-}" ] && THREADS_ARG=(train.threads="$THREADS")
 OUT=results/supsup_splitmnist
 $SM sweep configs/mnist/fc.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" data.split_tasks=5 \
-  data.eval_batch_size=128 train.epochs="${EPOCHS:-5}" train.progress=lines "${THREADS_ARG[@]}" \
+  data.eval_batch_size=128 train.epochs="${EPOCHS:-5}" train.progress=lines train.bf16=false "${THREADS_ARG[@]}" \
   train.seed=0,1,2 --out "$OUT/runs"
 # The summary: per-task accuracy with the task given, task inference, accuracy with the inferred task.
 .venv/bin/python - "$OUT" <<'PY'
