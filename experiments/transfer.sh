@@ -31,3 +31,6 @@ for seed in 0 1 2; do
     train.seed=$seed train.out_dir="$OUT/runs" train.run_name="e-scratch-s$seed"
 done
 $SM report "$OUT/runs" --out "$OUT"
+PY=${PYTHON:-.venv/bin/python}  # the bytes each run's checkpoint adds, and the table of docs/RESULTS.md section 6
+$PY experiments/checkpoint_sizes.py "$OUT/runs" > "$OUT/checkpoint_bytes.csv"
+$PY experiments/transfer_table.py "$OUT/checkpoint_bytes.csv" > "$OUT/transfer_table.md"
