@@ -99,12 +99,17 @@ def precision_name(bf16: bool) -> str:
     return "bf16" if bf16 else "fp32"
 
 
+def configured_device(name: str) -> torch.device:
+    """The device a ``train.device`` setting means on this machine (``auto``: CUDA when present)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def run_precision(cfg: Any) -> str:
     """``bf16`` or ``fp32``: what a run config (:class:`~supermask.runconfig.RunConfig`) computes in on
     this machine."""
-    device = cfg.train.device
-    name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    return precision_name(use_bf16(cfg.train.bf16, torch.device(name)))
+    return precision_name(use_bf16(cfg.train.bf16, configured_device(cfg.train.device)))
 
 
 def recorded_precision(result: dict[str, Any], config: dict[str, Any] | None = None) -> str | None:

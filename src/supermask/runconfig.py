@@ -461,12 +461,9 @@ def check_device(name: str) -> None:
 
 def check_precision(bf16: bool | str, device: str) -> None:
     """``train.bf16=true`` only where ``train.device`` computes bf16 natively."""
-    import torch
+    from supermask.precision import configured_device, use_bf16
 
-    from supermask.precision import use_bf16
-
-    name = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-    use_bf16(bf16, torch.device(name))
+    use_bf16(bf16, configured_device(device))
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:

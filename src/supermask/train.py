@@ -32,7 +32,7 @@ from supermask.core.convert import merge, sparsity_report, supermask_layers, to_
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import DataError, NonFiniteScoresError, RunBusyError, StorageError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs, remove_temp_files
-from supermask.precision import precision_name, use_bf16
+from supermask.precision import configured_device, precision_name, use_bf16
 from supermask.runconfig import RunConfig, experiment_key, from_dict, to_yaml
 
 TRAIN_STATE = "train_state.pt"
@@ -43,9 +43,8 @@ EXPORT = "supermask"
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The device of a ``train.device`` setting (``auto``: CUDA when present)."""
+    return configured_device(name)
 
 
 def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
