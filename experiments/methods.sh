@@ -11,10 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHICH=${1:-all}
-SM=${SUPERMASK:-.venv/bin/supermask}
-THREADS_ARG=()
-[ -n "${THREADS:-}" ] && THREADS_ARG=(train.threads="$THREADS")
-JOBS=${JOBS:-1}
+source experiments/common.sh
 
 grid() {  # grid OUT K_EXTRA common...: K_EXTRA is added to the runs of the methods with a k
   local out=$1 k_extra=$2; shift 2

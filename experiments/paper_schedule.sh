@@ -14,12 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHICH=${1:-all}
-SM=${SUPERMASK:-.venv/bin/supermask}
-THREADS_ARG=()
-[ -n "${THREADS:-}" ] && THREADS_ARG=(train.threads="$THREADS")
-JOBS=${JOBS:-1}
+source experiments/common.sh
 SEEDS=${SEEDS:-0}
-dense=(supermask.method=dense supermask.weight_init=kaiming_normal optim.lr=0.01)
 sweep() {  # sweep MODEL OUT EPOCHS overrides...
   local model=$1 out=$2 epochs=$3; shift 3
   $SM sweep "configs/cifar10/$model.yaml" data.name=cifar10-jpeg75 data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" \
@@ -28,7 +24,7 @@ sweep() {  # sweep MODEL OUT EPOCHS overrides...
 if [ "$WHICH" = long ] || [ "$WHICH" = all ]; then
   OUT=results/paper_schedule_100/runs
   sweep conv4 $OUT "${EPOCHS_LONG:-100}" supermask.method=edge-popup supermask.k=0.5
-  sweep conv4 $OUT "${EPOCHS_LONG:-100}" "${dense[@]}"
+  sweep conv4 $OUT "${EPOCHS_LONG:-100}" "${DENSE[@]}"
   $SM report $OUT --out "$(dirname $OUT)"
 fi
 if [ "$WHICH" = short ] || [ "$WHICH" = all ]; then
@@ -36,7 +32,7 @@ if [ "$WHICH" = short ] || [ "$WHICH" = all ]; then
   sweep conv4 "$OUT/k_curve" "${EPOCHS_SHORT:-30}" supermask.k=0.5,0.3,0.7,0.1,0.9 supermask.scale_fan=true
   for model in conv2 conv6; do
     sweep $model "$OUT" "${EPOCHS_SHORT:-30}" supermask.method=edge-popup supermask.k=0.5
-    sweep $model "$OUT" "${EPOCHS_SHORT:-30}" "${dense[@]}"
+    sweep $model "$OUT" "${EPOCHS_SHORT:-30}" "${DENSE[@]}"
   done
   $SM report "$OUT" --out "$(dirname "$OUT")"
 fi

@@ -9,16 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHICH=${1:-all}
-SM=${SUPERMASK:-.venv/bin/supermask}
-THREADS_ARG=()
-[ -n "${THREADS:-}" ] && THREADS_ARG=(train.threads="$THREADS")
-JOBS=${JOBS:-1}
-dense=(supermask.method=dense supermask.weight_init=kaiming_normal optim.lr=0.01)
+source experiments/common.sh
 
 pair() {  # pair CONFIG OUT overrides...: edge-popup and dense, bf16 and fp32, seeds 0-2
   local config=$1 out=$2; shift 2
   $SM sweep "$config" "$@" "${THREADS_ARG[@]}" train.bf16=true,false train.seed=0,1,2 --out "$out" --jobs "$JOBS"
-  $SM sweep "$config" "$@" "${dense[@]}" "${THREADS_ARG[@]}" train.bf16=true,false train.seed=0,1,2 \
+  $SM sweep "$config" "$@" "${DENSE[@]}" "${THREADS_ARG[@]}" train.bf16=true,false train.seed=0,1,2 \
     --out "$out" --jobs "$JOBS"
   $SM report "$out" --out "$(dirname "$out")"
 }

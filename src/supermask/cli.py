@@ -39,7 +39,8 @@ def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from supermask.data import describe
-    from supermask.train import build_data, evaluate, load_run, pick_device
+    from supermask.precision import configured_device
+    from supermask.train import build_data, evaluate, load_run
 
     model, cfg, path = load_run(args.path)
     if cfg.data.split_tasks > 1:
@@ -49,7 +50,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     if args.data_root:
         cfg.data.root = args.data_root
-    device = pick_device(args.device)
+    device = configured_device(args.device)
     precision, note = _eval_precision(args.precision, path, cfg, device)
     _, test_loader, *_ = build_data(cfg, device, 0, 1)
     metrics = evaluate(model.to(device), test_loader, device, precision == "bf16")
@@ -85,8 +86,8 @@ def _eval_precision(wanted: str, path: Path, cfg: Any, device: Any) -> tuple[str
         use_bf16(wanted == "bf16", device)  # bf16 where the device has none: a clear error
         return wanted, ""
     recorded = None
-    if (path / checkpoint.CONFIG_FILE).is_file():
-        meta, _ = checkpoint.read_checkpoint(path)
+    if (path / checkpoint.CONFIG_FILE).is_file():  # verified by load_run already: its metadata alone
+        meta = json.loads((path / checkpoint.CONFIG_FILE).read_text())
         recorded = meta["metadata"].get("precision")
     result = path.parent / "result.json"
     if recorded is None and result.is_file():

@@ -27,7 +27,7 @@ from supermask.core.tasks import infer_task, set_task
 from supermask.data import DATASETS, TensorLoader, describe, load_arrays
 from supermask.errors import SupermaskConfigError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs
-from supermask.precision import precision_name, use_bf16
+from supermask.precision import configured_device, precision_name, use_bf16
 from supermask.runconfig import RunConfig, to_yaml
 
 TASKS_STATE = "tasks_state.pt"
@@ -81,10 +81,10 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         evaluate,
         export,
         learning_rate,
-        pick_device,
+        optimizer_step,
     )
 
-    device = pick_device(cfg.train.device)
+    device = configured_device(cfg.train.device)
     run_dir = cfg.run_dir()
     torch.manual_seed(cfg.train.seed)
     loaders, per_task, info = split_loaders(cfg, device)
@@ -120,11 +120,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     out = model(x)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                method.before_step(layers)
-                optimizer.step()
-                method.after_step(layers)
+                optimizer_step(loss, optimizer, method, layers)
                 loss_sum += float(loss.detach()) * len(y)
                 seen += len(y)
             method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)

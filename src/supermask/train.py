@@ -42,11 +42,6 @@ CONFIG = "config.yaml"
 EXPORT = "supermask"
 
 
-def pick_device(name: str) -> torch.device:
-    """The device of a ``train.device`` setting (``auto``: CUDA when present)."""
-    return configured_device(name)
-
-
 def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """The plain model from the registry (with ``model.init_from``'s trained network in it), converted by
     the run's supermask options."""
@@ -276,6 +271,16 @@ def _finished_result(run_dir: Path, state: dict[str, Any] | None, epochs: int) -
     return result if isinstance(result, dict) else None
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, method: Any, layers: list[Any]) -> None:
+    """One step from a loss: gradients, the mask method's hooks around the optimiser step (clamping,
+    pruning, re-randomisation), the step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    method.before_step(layers)
+    optimizer.step()
+    method.after_step(layers)
+
+
 def _all_finite(model: nn.Module) -> bool:
     """Whether every trainable parameter is finite (one pass; catches a NaN made by an epoch's last step)."""
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
@@ -401,7 +406,7 @@ def _train_split(cfg: RunConfig, log: Any, run_dir: Path, world: int) -> dict[st
 
 
 def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, rank: int) -> dict[str, Any]:
-    device = pick_device(cfg.train.device)
+    device = configured_device(cfg.train.device)
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -476,11 +481,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                         loss_sum.fill_(math.nan)
                         break
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                method.before_step(layers)
-                optimizer.step()
-                method.after_step(layers)
+                optimizer_step(loss, optimizer, method, layers)
                 loss_sum += loss.detach() * len(y)
                 if step % 50 == 49 and not math.isfinite(float(loss_sum)):  # one host sync per 50 steps
                     break
