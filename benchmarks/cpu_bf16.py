@@ -1,13 +1,15 @@
 """bf16 autocast on the CPU against fp32, and edge-popup against dense under each (issue 15). Not a test.
 
-    python benchmarks/cpu_bf16.py [--models conv4,cifar_resnet18] [--reps 10] [--compile] [--json FILE]
+    python benchmarks/cpu_bf16.py [--models conv4,cifar_resnet18] [--reps 10] [--compile] [--channels-last]
+                                  [--json FILE]
 
 For each model, every variant's training step (batch 128, SGD, the whole step: forward, backward, the
 optimiser) and its evaluation forward (batch 1000, no gradient) are timed in one process, alternating
 (dense fp32, dense bf16, edge-popup fp32, edge-popup bf16, ...) so that they share the machine's noise.
 The epoch time is estimated from the medians as a CIFAR-10 epoch: 391 training steps + 10 evaluation
 batches (the data pipeline, a few ms per batch as uint8 tensors, is not included). ``--compile`` adds
-``torch.compile`` variants. Edge-popup keeps k = 0.5 of signed constant weights.
+``torch.compile`` variants, ``--channels-last`` variants with the model and its inputs in channels-last
+memory (``train.channels_last=true``). Edge-popup keeps k = 0.5 of signed constant weights.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ STEPS_PER_EPOCH, EVAL_BATCHES = 391, 10
 
 
 def make(
-    model_name: str, method: str | None, bf16: bool, compiled: bool
+    model_name: str, method: str | None, bf16: bool, compiled: bool, channels_last: bool = False
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """(training step, evaluation forward) of one variant."""
     import supermask
@@ -41,10 +43,13 @@ def make(
         config = supermask.SupermaskConfig(k=0.5, method=method, weight_init="signed_constant")
         model = supermask.to_supermask(model, config)
         layers = [layer for _, layer in supermask.supermask_layers(model)]
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory)  # type: ignore[call-overload]
     net = torch.compile(model) if compiled else model
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
     x_eval = torch.randn(1000, 3, 32, 32, generator=g)
+    x, x_eval = x.contiguous(memory_format=memory), x_eval.contiguous(memory_format=memory)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
 
     def step() -> None:
@@ -73,6 +78,7 @@ def main() -> None:
     parser.add_argument("--models", default="conv4,cifar_resnet18")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="add torch.compile variants")
+    parser.add_argument("--channels-last", action="store_true", help="add channels-last variants")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     print(f"# bf16 autocast vs fp32 on this CPU: {machine()}")
@@ -82,8 +88,10 @@ def main() -> None:
         for method in (None, "edge-popup"):
             for bf16 in (False, True):
                 for compiled in (False, True) if args.compile else (False,):
-                    name = f"{method or 'dense'} {'bf16' if bf16 else 'fp32'}{' compile' if compiled else ''}"
-                    variants[name] = make(model_name, method, bf16, compiled)
+                    for layout in (False, True) if args.channels_last else (False,):
+                        name = f"{method or 'dense'} {'bf16' if bf16 else 'fp32'}"
+                        name += f"{' compile' if compiled else ''}{' cl' if layout else ''}"
+                        variants[name] = make(model_name, method, bf16, compiled, layout)
         steps = alternate({n: v[0] for n, v in variants.items()}, args.reps)
         evals = alternate({n: v[1] for n, v in variants.items()}, max(3, args.reps // 2))
         print(f"\n{model_name}: median of {args.reps} steps (batch 128) and evaluation batches (1000), alternating")

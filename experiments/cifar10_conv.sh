@@ -18,7 +18,7 @@ DATA=${2:-../shared/data/cifar10-jpeg75}
 SM=${SUPERMASK:-.venv/bin/supermask}
 EPOCHS=${EPOCHS:-2}
 sweep() { $SM sweep "configs/cifar10/$1.yaml" data.name=cifar10-jpeg75 data.root="$DATA" \
-  train.epochs="$EPOCHS" train.progress=lines train.bf16=false "${@:2}" --out "${OUT:-$RUNS}"; }  # fp32, as committed
+  train.epochs="$EPOCHS" train.progress=lines train.bf16=false train.channels_last=false "${@:2}" --out "${OUT:-$RUNS}"; }  # fp32, NCHW, as committed
 # learned weights: Kaiming normal init and lr 0.01 (lr 0.1 from signed-constant weights diverged to NaN)
 dense=(supermask.method=dense supermask.weight_init=kaiming_normal optim.lr=0.01)
 # Ordered so that the main comparisons come first (a Conv4 run is ~12 min on 2 cores, Conv2 ~5, width 0.5 ~4,

@@ -24,12 +24,12 @@ grid() {  # grid OUT K_EXTRA common...: K_EXTRA is added to the runs of the meth
 
 if [ "$WHICH" = mnist ] || [ "$WHICH" = all ]; then
   grid results/methods_mnist/runs "" model.name=fc data.name=mnist data.root="${MNIST_DIR:-../shared/data/mnist}" \
-    data.batch_size=128 train.epochs="${EPOCHS_MNIST:-10}" train.bf16=false train.progress=lines  # fp32, as committed
+    data.batch_size=128 train.epochs="${EPOCHS_MNIST:-10}" train.bf16=false train.channels_last=false train.progress=lines  # fp32, NCHW, as committed
 fi
 if [ "$WHICH" = cifar ] || [ "$WHICH" = all ]; then
   # Conv4 has no BatchNorm: at k = 0.05 without scale_fan the kept signal vanishes (edge-popup: 13.7% and
   # 14.1%, results/methods_cifar10/without_scale_fan), so the methods with a k scale the fan by k here.
   grid results/methods_cifar10/runs supermask.scale_fan=true model.name=conv4 data.name=cifar10-jpeg75 \
     data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" data.batch_size=128 train.epochs="${EPOCHS_CIFAR:-2}" \
-    train.bf16=false train.progress=lines  # fp32 throughout, whatever the default precision becomes
+    train.bf16=false train.channels_last=false train.progress=lines  # fp32 and NCHW throughout, as committed
 fi

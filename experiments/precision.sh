@@ -13,6 +13,7 @@ source experiments/common.sh
 
 pair() {  # pair CONFIG OUT overrides...: edge-popup and dense, bf16 and fp32, seeds 0-2
   local config=$1 out=$2; shift 2
+  set -- "$@" train.channels_last=false  # NCHW memory, as the committed runs were made
   $SM sweep "$config" "$@" "${THREADS_ARG[@]}" train.bf16=true,false train.seed=0,1,2 --out "$out" --jobs "$JOBS"
   $SM sweep "$config" "$@" "${DENSE[@]}" "${THREADS_ARG[@]}" train.bf16=true,false train.seed=0,1,2 \
     --out "$out" --jobs "$JOBS"

@@ -4,15 +4,15 @@
 # over them at k = BEST_K, (c) full fine-tuning, (d) an edge-popup mask over random weights, (e) dense from
 # scratch. Every phase-2 run has a learned 5-way head (last_layer_dense) and EPOCHS epochs. 3 seeds.
 # Resumable. Env: CIFAR_DIR (../shared/data/cifar10-jpeg75), EPOCHS (2), BEST_K (0.5), THREADS.
-# Precision: train.bf16=auto (bf16 on this project's CPU; recorded in each result.json).
+# Precision: train.bf16=auto (bf16 on this project's CPU; recorded in each result.json); NCHW memory
+# (train.channels_last=false), as the committed runs were made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SM=${SUPERMASK:-.venv/bin/supermask}
+source experiments/common.sh
 OUT=results/transfer_cifar10
-THREADS_ARG=()
-[ -n "${THREADS:-}" ] && THREADS_ARG=(train.threads="$THREADS")
 common=(model.name=conv4 data.name=cifar10-jpeg75 data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}"
-        data.batch_size=128 train.epochs="${EPOCHS:-2}" train.progress=lines "${THREADS_ARG[@]}")
+        data.batch_size=128 train.epochs="${EPOCHS:-2}" train.progress=lines train.channels_last=false
+        "${THREADS_ARG[@]}")
 late=(data.classes="[5, 6, 7, 8, 9]" supermask.last_layer_dense=true)
 for seed in 0 1 2; do
   base="$OUT/runs/base-s$seed"

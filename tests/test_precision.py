@@ -259,3 +259,27 @@ def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_it_ran(
     with pytest.raises(TrainingError, match="trained epochs 1-1 in fp32"):
         train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
     assert train(cfg_for(tmp_path, "train.epochs=3", "train.bf16=false"), **QUIET)["epochs"] == 3
+
+
+# --- train.channels_last: a memory layout, auto on CPUs ------------------------------------------
+
+
+def test_channels_last_is_auto_on_cpus_and_recorded(tmp_path: Path) -> None:
+    from supermask.precision import use_channels_last
+
+    assert load_run_config(None, []).train.channels_last == "auto"
+    assert use_channels_last("auto", CPU) and not use_channels_last("auto", torch.device("cuda"))
+    assert use_channels_last(True, torch.device("cuda")) and not use_channels_last(False, CPU)
+    with pytest.raises(SupermaskConfigError, match="train.channels_last='on' is not valid; choose one of"):
+        load_run_config(None, ["train.channels_last=on"])
+    seen: dict[str, list[bool]] = {}
+    for setting in ("auto", "false"):
+        out = tmp_path / setting
+        train(cfg_for(out, "model.name=conv2", "train.max_steps=4", f"train.channels_last={setting}"), **QUIET)
+        rows = [json.loads(x) for x in (out / "r" / "metrics.jsonl").read_text().splitlines()]
+        seen[setting] = [r["channels_last"] for r in rows]
+    assert seen == {"auto": [True, True], "false": [False, False]}
+    # a layout, not an experiment: both settings are one experiment for report and sweep
+    assert experiment_key(load_run_config(None, ["train.channels_last=false"]).to_dict()) == experiment_key(
+        load_run_config(None, []).to_dict()
+    )

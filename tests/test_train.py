@@ -314,3 +314,17 @@ def test_compiled_model_is_one_graph_and_steps_like_eager(method: str, monkeypat
         assert torch.equal(a.mask(), b.mask())
         changed |= not torch.equal(a.mask(), a._mask_at_start)
     assert changed
+
+
+def test_channels_last_acts_on_image_batches_only(tmp_path: Path) -> None:
+    from supermask.train import channels_last_input
+
+    images = torch.randn(2, 3, 4, 4)
+    assert channels_last_input(images).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(channels_last_input(images), images)
+    tokens = torch.arange(6).view(2, 3)  # features or token ids: not an error, unchanged
+    assert channels_last_input(tokens) is tokens
+    cfg = load_run_config(
+        None, ["train.channels_last=true", "train.epochs=1", "train.max_steps=3", f"train.out_dir={tmp_path}"]
+    )
+    assert 0.0 <= train(cfg)["accuracy"] <= 1.0

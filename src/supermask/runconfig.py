@@ -65,7 +65,7 @@ class TrainSection:
     run_name: str | None = None  # default: <model>-<data>-<method>-k<k>-s<seed>
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     bf16: bool | str = "auto"  # bf16 autocast: auto (where the device has native bf16), true or false
-    channels_last: bool = False
+    channels_last: bool | str = "auto"  # channels-last memory: auto (on for CPUs), true or false
     compile: bool = False
     progress: str = "auto"  # auto (a bar on a terminal), bar, lines, none
     resume: bool = True  # continue from the run directory's checkpoint when there is one
@@ -234,7 +234,7 @@ def _coerce(key: str, value: Any, annotation: str, raw: str | None = None) -> An
         if optional:
             return None
         raise SupermaskConfigError(f"{key} cannot be null")
-    if base == "bool | str":  # train.bf16: true, false or auto
+    if base == "bool | str":  # train.bf16, train.channels_last: true, false or auto
         from supermask.precision import coerce_bf16
 
         return coerce_bf16(key, value)

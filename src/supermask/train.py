@@ -32,7 +32,7 @@ from supermask.core.convert import merge, sparsity_report, supermask_layers, to_
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import DataError, NonFiniteScoresError, RunBusyError, StorageError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs, remove_temp_files
-from supermask.precision import configured_device, precision_name, use_bf16
+from supermask.precision import configured_device, precision_name, use_bf16, use_channels_last
 from supermask.runconfig import RunConfig, experiment_key, from_dict, to_yaml
 
 TRAIN_STATE = "train_state.pt"
@@ -127,6 +127,12 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, autocast: bool
         total += len(y)
     model.train(was)
     return {"accuracy": correct / max(1, total), "loss": loss / max(1, total), "examples": total}
+
+
+def channels_last_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last memory where that exists (a batch of images, 4-D); other inputs (features,
+    token ids) unchanged: ``train.channels_last`` then acts on the model's convolutions alone."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def _progress(cfg: RunConfig, loader: Any, epoch: int, rank: int) -> Any:
@@ -286,12 +292,13 @@ def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
 
 
-def _environment(device: torch.device, world: int, autocast: bool) -> dict[str, Any]:
+def _environment(device: torch.device, world: int, autocast: bool, channels_last: bool) -> dict[str, Any]:
     return {
         "world_size": world,
         "threads": torch.get_num_threads(),
         "device": str(device),
         "bf16": autocast,
+        "channels_last": channels_last,
         "hardware": describe_hardware(device, world),
     }
 
@@ -419,7 +426,8 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         torch.manual_seed(cfg.train.seed)
         train_loader, test_loader, num_classes, in_channels, image_size = build_data(cfg, device, rank, world)
         model = build_model(cfg, num_classes, in_channels, image_size).to(device)
-        if cfg.train.channels_last:
+        channels_last = use_channels_last(cfg.train.channels_last, device)
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = build_optimizer(cfg, model)
         steps_per_epoch = (
@@ -453,7 +461,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         if world > 1:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         writer = _tensorboard(run_dir) if master else None
-        environment = _environment(device, world, autocast)
+        environment = _environment(device, world, autocast, channels_last)
 
         # --- epochs ------------------------------------------------------------------------
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -469,8 +477,8 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                 if step >= steps_per_epoch:
                     break
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if cfg.train.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                if channels_last:
+                    x = channels_last_input(x)
                 lr = learning_rate(cfg, epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
