@@ -26,9 +26,7 @@ def tracked_files() -> list[str]:
 
 def test_no_checkpoint_is_committed() -> None:
     checkpoints = [
-        name
-        for name in tracked_files()
-        if name.endswith(CHECKPOINT_SUFFIXES) and not name.startswith(ALLOWED_BINARIES)
+        name for name in tracked_files() if name.endswith(CHECKPOINT_SUFFIXES) and not name.startswith(ALLOWED_BINARIES)
     ]
     assert not checkpoints, f"checkpoints are never committed (results/ keeps summaries): {checkpoints[:5]}"
 
