@@ -366,3 +366,15 @@ def test_the_cheap_mask_check_agrees_with_selecting_again(method: str) -> None:
                 answered += 1
                 assert cheap == torch.equal(layer.mask(), mask), (count, layer.kept())
     assert (answered > 0) == (method in ("edge-popup", "iterand")), answered  # others select and compare
+
+
+def test_swapped_save_and_load_arguments_are_a_clear_type_error(tmp_path: Path) -> None:
+    model = supermask.to_supermask(nn.Sequential(nn.Linear(4, 4)), SupermaskConfig())
+    with pytest.raises(TypeError, match=r"save\(model, directory\) takes .* \(are the two swapped\?\)"):
+        supermask.save(tmp_path / "ck", model)  # type: ignore[arg-type]
+    assert not (tmp_path / "ck").exists()
+    supermask.save(model, tmp_path / "ck")
+    fresh = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(TypeError, match=r"load\(directory, model\) takes .*got model=PosixPath"):
+        supermask.load(fresh, tmp_path / "ck")  # type: ignore[arg-type]
+    assert not list(supermask.supermask_layers(fresh))

@@ -427,3 +427,38 @@ def test_conversion_does_not_import_transformers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 10, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.emb(x))
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda: nn.Sequential(nn.ConvTranspose2d(4, 8, 3)), r"'0' \(ConvTranspose2d\): transposed convolutions"),
+        (_Tied, r"'out' \(Linear\): its weight is tied to emb.weight"),
+        (lambda: nn.Linear(4, 4), r"The model is itself a Linear: .* wrap it: nn.Sequential\(model\)"),
+        (lambda: nn.LSTM(4, 4), "The model is itself a LSTM, which cannot be masked: RNN/LSTM/GRU"),
+        (lambda: nn.Sequential(nn.ReLU()), "It has no nn.Linear, nn.Conv1d/2d/3d"),
+    ],
+)
+def test_when_nothing_is_converted_the_error_says_why(make, says) -> None:  # type: ignore[no-untyped-def]
+    model = make()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(supermask.SupermaskError, match=says):
+        supermask.to_supermask(model, SupermaskConfig())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_left_dense_layers_are_named_when_they_leave_nothing() -> None:
+    model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(supermask.SupermaskError, match=r"Left dense by first_layer_dense / last_layer_dense: \['0'\]"):
+        supermask.to_supermask(model, SupermaskConfig(first_layer_dense=True))

@@ -172,7 +172,7 @@ def test_an_unwritable_output_is_one_line_naming_the_path(tmp_path: Path, capsys
         ("supermask.k=abc", "supermask.k=abc must be a finite number"),
         ("optim.lr=.nan", "must be a finite number"),
         ("train.epochs=1.5", "train.epochs=1.5 must be an integer"),
-        ("optim.weight_decay=-1e-4", "optim.weight_decay=-0.0001 is out of range: it must be in >= 0"),
+        ("optim.weight_decay=-1e-4", "optim.weight_decay=-0.0001 is out of range: it must be >= 0"),
         ("train.max_steps=0", "train.max_steps=0 is out of range"),
         ("optim.label_smoothing=1", r"optim.label_smoothing=1.0 is out of range: it must be in \[0, 1\)"),
         ("data.eval_batch_size=0", "data.eval_batch_size=0 is out of range"),

@@ -358,8 +358,11 @@ def _in_range(key: str, value: float, low: float, high: float | None, low_open: 
     if not ok:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
-        interval = f"{left}{low:g}, {high:g}{right}" if high is not None else f"{'>' if low_open else '>='} {low:g}"
-        raise SupermaskConfigError(f"{key}={value!r} is out of range: it must be in {interval}")
+        if high is None:
+            wanted = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            wanted = f"in {left}{low:g}, {high:g}{right}"
+        raise SupermaskConfigError(f"{key}={value!r} is out of range: it must be {wanted}")
 
 
 def check(cfg: RunConfig, device: bool = True) -> None:

@@ -89,6 +89,7 @@ def save(
     ``metadata``: JSON-ready information kept with the checkpoint (and covered by its content hash),
     e.g. the run config that built the model. Replacing an existing checkpoint is atomic.
     """
+    _check_arguments("save(model, directory)", model, directory)
     cfg = get_config(model)
     out = make_dirs(directory)
     tensors: dict[str, torch.Tensor] = {}
@@ -226,6 +227,15 @@ def _check_layers(layers: dict[str, Any], where: str) -> None:
             kept = _expect(entry, "kept", (int, list), here)
             if isinstance(kept, list) and not all(isinstance(n, int) and not isinstance(n, bool) for n in kept):
                 raise CheckpointError(f"{here}: kept must be a count per task")
+
+
+def _check_arguments(signature: str, model: Any, directory: Any) -> None:
+    """A clear TypeError for swapped or wrong arguments (save takes the model first, load the directory)."""
+    if not isinstance(model, nn.Module) or not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(
+            f"{signature} takes a torch.nn.Module and a directory path; got model={type(model).__name__}, "
+            f"directory={type(directory).__name__} (are the two swapped?)"
+        )
 
 
 def read_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -498,6 +508,7 @@ def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     All checks, a full trial conversion included, run on a copy first: on any error ``model`` is
     left unchanged.
     """
+    _check_arguments("load(directory, model)", model, directory)
     meta, tensors = read_checkpoint(directory)
     if any(True for _ in supermask_layers(model)):
         raise CheckpointError("load() needs a fresh, unconverted model of the same architecture")

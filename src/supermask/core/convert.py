@@ -230,11 +230,7 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     if cfg.last_layer_dense and targets:
         report.left_dense.append(targets.pop()[0])
     if not targets:
-        raise SupermaskError(
-            "no module matched: target_modules="
-            f"{cfg.target_modules!r}, exclude_modules={cfg.exclude_modules!r}. Convertible modules in this model: "
-            f"{candidates[:20] or 'none (it has no nn.Linear, nn.Conv1d/2d/3d or transformers Conv1D)'}"
-        )
+        raise SupermaskError(_nothing_to_convert(model, cfg, candidates, report))
     method = create_method(cfg)
     method.check([int(m.weight.numel()) for _, m in targets], cfg.k)
     if cfg.weight_init == "pretrained":
@@ -249,6 +245,32 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
     report.aliases = {n: names[id(m)][1:] for n, m in targets if len(names[id(m)]) > 1}
     report.batchnorm_non_affine = [n for n, _ in batchnorms]
     return _Plan(targets, report, batchnorms, names, method)
+
+
+def _nothing_to_convert(model: nn.Module, cfg: SupermaskConfig, candidates: list[str], report: ConversionReport) -> str:
+    """Why no module was converted: what matched, what was left dense, and what was skipped and why."""
+    parts = [f"no module matched: target_modules={cfg.target_modules!r}, exclude_modules={cfg.exclude_modules!r}."]
+    root_reason = _unsupported_reason(model)
+    if root_reason is not None:
+        parts.append(f"The model is itself a {type(model).__name__}, which cannot be masked: {root_reason}.")
+        return " ".join(parts)
+    if _convertible_type(model) is not None:
+        parts.append(
+            f"The model is itself a {type(model).__name__}: to_supermask converts the modules inside a model "
+            "(in place), so wrap it: nn.Sequential(model)."
+        )
+        return " ".join(parts)
+    if candidates:
+        parts.append(f"Convertible modules in this model: {candidates[:20]}.")
+    if report.left_dense:
+        parts.append(f"Left dense by first_layer_dense / last_layer_dense: {report.left_dense}.")
+    if report.skipped:
+        shown = "; ".join(f"{name!r} ({kind}): {reason}" for name, kind, reason in report.skipped[:5])
+        more = f" (and {len(report.skipped) - 5} more)" if len(report.skipped) > 5 else ""
+        parts.append(f"Modules with weights that were left as they are: {shown}{more}.")
+    if not candidates and not report.skipped:
+        parts.append("It has no nn.Linear, nn.Conv1d/2d/3d or transformers Conv1D.")
+    return " ".join(parts)
 
 
 def _check_pretrained(model: nn.Module, cfg: SupermaskConfig, targets: list[tuple[str, Any]], method: Any) -> None:
