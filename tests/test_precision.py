@@ -239,6 +239,9 @@ def test_report_over_several_folders_counts_each_run_once(
     assert "train.precision=fp32" in (tmp_path / "out" / "results.md").read_text()
     assert cli.main(["report", a, b]) == 2
     assert "needs --out DIR" in capsys.readouterr().err
+    typo = str(tmp_path / "bb")  # a mistyped folder: an error, not a report of the others without it
+    assert cli.main(["report", a, typo, "--out", str(tmp_path / "out2")]) == 2
+    assert f"no such run folder: {typo}" in capsys.readouterr().err and not (tmp_path / "out2").exists()
 
 
 def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_it_ran(

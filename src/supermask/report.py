@@ -192,6 +192,9 @@ def write_report(runs_dir: Path | list[Path], out: Path | None = None) -> list[P
     dirs = [runs_dir] if isinstance(runs_dir, Path) else list(runs_dir)
     if out is None and len(dirs) != 1:
         raise SupermaskError("a report over several run folders needs --out DIR (where to write it)")
+    missing = [str(d) for d in dirs if not Path(d).is_dir()]
+    if missing:  # never a report of the folders that exist, silently without the others
+        raise SupermaskError(f"no such run folder: {', '.join(missing)}")
     rows = collect(dirs)
     if not rows:
         raise SupermaskError(f"no finished runs (result.json) below {', '.join(map(str, dirs))}")
