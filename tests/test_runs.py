@@ -225,6 +225,20 @@ def test_yaml_numbers_and_bools_follow_yaml_1_2(tmp_path: Path) -> None:
         load_run_config(path, [])
 
 
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("supermask:\n  k: 0.3\n  method: edge-popup\n  k: 0.5\n")
+    with pytest.raises(SupermaskConfigError, match=r"\(line 4, column 3\): duplicate key 'k'"):
+        load_run_config(path, [])
+    path.write_text("train: {epochs: 1}\ntrain: {seed: 2}\n")
+    with pytest.raises(SupermaskConfigError, match="duplicate key 'train'"):
+        load_run_config(path, [])
+    with pytest.raises(SupermaskConfigError, match="duplicate key 'tau'"):
+        load_run_config(None, ["supermask.options={tau: 0.4, tau: 0.5}"])
+    with pytest.raises(SupermaskConfigError, match="is a directory, not a YAML file"):
+        load_run_config(tmp_path, [])
+
+
 def test_config_yaml_holds_the_full_resolved_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import dataclasses
 

@@ -174,7 +174,21 @@ def _unknown(what: str, name: str, valid: list[str]) -> SupermaskConfigError:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader with the YAML 1.2 core schema's booleans, integers and floats (PyYAML
-    follows YAML 1.1, where ``n`` or ``off`` are booleans and ``1e-3`` is a string)."""
+    follows YAML 1.1, where ``n`` or ``off`` are booleans and ``1e-3`` is a string), and unique keys
+    (YAML requires them; PyYAML silently keeps the last of two ``k:`` lines)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (each key once per mapping)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _OLD_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
@@ -325,7 +339,8 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
         p = Path(path)
         if not p.is_file():
             hint = " (an override needs '=', e.g. supermask.k=0.3)" if p.suffix not in (".yaml", ".yml") else ""
-            raise SupermaskConfigError(f"config file {p} does not exist{hint}")
+            what = "is a directory, not a YAML file" if p.is_dir() else "does not exist"
+            raise SupermaskConfigError(f"config file {p} {what}{hint}")
         try:
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as exc:
