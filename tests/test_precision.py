@@ -267,7 +267,7 @@ def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_it_ran(
 # --- train.channels_last: a memory layout, auto on CPUs ------------------------------------------
 
 
-def test_channels_last_is_auto_on_cpus_and_recorded(tmp_path: Path) -> None:
+def test_channels_last_is_auto_on_cpus_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from supermask.precision import use_channels_last
 
     assert load_run_config(None, []).train.channels_last == "auto"
@@ -278,10 +278,21 @@ def test_channels_last_is_auto_on_cpus_and_recorded(tmp_path: Path) -> None:
     seen: dict[str, list[bool]] = {}
     for setting in ("auto", "false"):
         out = tmp_path / setting
-        train(cfg_for(out, "model.name=conv2", "train.max_steps=4", f"train.channels_last={setting}"), **QUIET)
+        result = train(cfg_for(out, "model.name=conv2", "train.max_steps=4", f"train.channels_last={setting}"), **QUIET)
         rows = [json.loads(x) for x in (out / "r" / "metrics.jsonl").read_text().splitlines()]
-        seen[setting] = [r["channels_last"] for r in rows]
-    assert seen == {"auto": [True, True], "false": [False, False]}
+        seen[setting] = [r["channels_last"] for r in rows] + [
+            result["channels_last"],
+            result["ran_on"][0]["channels_last"],
+        ]
+        # eval repeats the run in its layout (NHWC and NCHW round differently), from the run folder or an export
+        capsys.readouterr()
+        assert cli.main(["export", str(out / "r"), str(out / "exported")]) == 0
+        for where in (out / "r", out / "exported"):
+            capsys.readouterr()
+            assert cli.main(["eval", str(where), "--json"]) == 0
+            evaluated = json.loads(capsys.readouterr().out)
+            assert evaluated["channels_last"] is (setting == "auto") and evaluated["accuracy"] == result["accuracy"]
+    assert seen == {"auto": [True] * 4, "false": [False] * 4}
     # a layout, not an experiment: both settings are one experiment for report and sweep
     assert experiment_key(load_run_config(None, ["train.channels_last=false"]).to_dict()) == experiment_key(
         load_run_config(None, []).to_dict()

@@ -38,6 +38,8 @@ def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from supermask.data import describe
     from supermask.precision import configured_device
     from supermask.train import build_data, evaluate, load_run
@@ -52,8 +54,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         cfg.data.root = args.data_root
     device = configured_device(args.device)
     precision, note = _eval_precision(args.precision, path, cfg, device)
+    channels_last = _eval_channels_last(path, cfg, device)
     _, test_loader, *_ = build_data(cfg, device, 0, 1)
-    metrics = evaluate(model.to(device), test_loader, device, precision == "bf16")
+    model = model.to(device)
+    if channels_last:  # the layout the run evaluated in: its last bits, and so its accuracy, repeat
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    metrics = evaluate(model, test_loader, device, precision == "bf16")
     out = {
         "accuracy": metrics["accuracy"],
         "loss": metrics["loss"],
@@ -63,6 +69,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "checkpoint": str(path),
         "model": cfg.model.name,
         "precision": precision,
+        "channels_last": channels_last,
     }
     if note:
         print(note, file=sys.stderr)
@@ -89,7 +96,7 @@ def _eval_precision(wanted: str, path: Path, cfg: Any, device: Any) -> tuple[str
     if (path / checkpoint.CONFIG_FILE).is_file():  # verified by load_run already: its metadata alone
         meta = json.loads((path / checkpoint.CONFIG_FILE).read_text())
         recorded = meta["metadata"].get("precision")
-    result = path.parent / "result.json"
+    result = _result_file(path)
     if recorded is None and result.is_file():
         try:
             recorded = recorded_precision(json.loads(result.read_text()), cfg.to_dict())
@@ -100,6 +107,33 @@ def _eval_precision(wanted: str, path: Path, cfg: Any, device: Any) -> tuple[str
     if recorded == "bf16" and not device_has_native_bf16(device):
         return "fp32", f"note: the run was evaluated in bf16, but {device} has no native bf16: evaluating in fp32"
     return recorded, ""
+
+
+def _result_file(path: Path) -> Path:
+    """The ``result.json`` of the run that ``path`` (a run directory or its exported checkpoint) holds."""
+    from supermask.train import EXPORT
+
+    return path.parent / "result.json" if path.name == EXPORT else path / "result.json"
+
+
+def _eval_channels_last(path: Path, cfg: Any, device: Any) -> bool:
+    """The memory layout the run was evaluated in (recorded in the exported checkpoint or result.json),
+    or, where not recorded, the run's ``train.channels_last`` setting as it resolves on ``device``."""
+    from supermask.core import checkpoint
+    from supermask.precision import use_channels_last
+
+    recorded = None
+    if (path / checkpoint.CONFIG_FILE).is_file():  # verified by load_run already
+        recorded = json.loads((path / checkpoint.CONFIG_FILE).read_text())["metadata"].get("channels_last")
+    result = _result_file(path)
+    if not isinstance(recorded, bool) and result.is_file():
+        try:
+            recorded = json.loads(result.read_text()).get("channels_last")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            recorded = None
+    if isinstance(recorded, bool):
+        return recorded
+    return use_channels_last(cfg.train.channels_last, device)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -333,7 +333,7 @@ def _show_bf16(setting: bool | str) -> str:
 
 def _ran_on(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each stretch of epochs that ran on one environment: [{"epochs": [first, last], ...}]."""
-    keys = ("world_size", "threads", "device", "bf16", "hardware")
+    keys = ("world_size", "threads", "device", "bf16", "channels_last", "hardware")
     out: list[dict[str, Any]] = []
     for row in history:
         env = {k: row.get(k) for k in keys}
@@ -573,13 +573,14 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             "hardware": describe_hardware(device, world),
             "ran_on": _ran_on(history),
             "precision": precision_name(autocast),
+            "channels_last": channels_last,
             "deterministic": cfg.train.deterministic,
             "method_defaults": cfg.method_defaults,
             "torch": torch.__version__,
             "config": cfg.to_dict(),
         }
         if master:
-            export(model, cfg, run_dir / EXPORT, precision_name(autocast))
+            export(model, cfg, run_dir / EXPORT, precision_name(autocast), channels_last)
             atomic_write(run_dir / RESULT, json.dumps(result, indent=1))
         if writer is not None:
             writer.close()
@@ -604,12 +605,16 @@ def describe_hardware(device: torch.device, world: int = 1) -> str:
     return f"{world} x {name}" if world > 1 else name
 
 
-def export(model: nn.Module, cfg: RunConfig, out: Path, precision: str | None = None) -> Path:
-    """The compact checkpoint, with the run config (model, data set) and the precision it was trained
-    and evaluated in (bf16 or fp32) in its metadata: one atomic save."""
+def export(
+    model: nn.Module, cfg: RunConfig, out: Path, precision: str | None = None, channels_last: bool | None = None
+) -> Path:
+    """The compact checkpoint, with the run config (model, data set), the precision it was trained and
+    evaluated in (bf16 or fp32) and its memory layout in its metadata: one atomic save."""
     metadata: dict[str, Any] = {"run": cfg.to_dict()}
     if precision is not None:
         metadata["precision"] = precision
+    if channels_last is not None:
+        metadata["channels_last"] = channels_last
     return checkpoint.save(model, out, metadata=metadata)
 
 
