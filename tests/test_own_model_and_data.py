@@ -131,3 +131,42 @@ def test_class_subsets_and_starting_from_a_trained_run(tmp_path: Path, capsys) -
     assert "must be distinct classes of digits" in capsys.readouterr().err
     assert cli.main(["train", "data.classes=[12]"]) == 2
     assert cli.main(["train", f"model.init_from={tmp_path / 'nowhere'}", out]) == 2
+
+
+def test_image_extensions_in_any_case_are_read(tmp_path: Path) -> None:
+    from supermask.data import ImageFolder
+    from supermask.data.registry import DATASETS
+
+    _images(tmp_path / "img", splits=("train",))
+    for i, path in enumerate(sorted((tmp_path / "img" / "train" / "red").iterdir())):
+        path.rename(path.with_suffix([".PNG", ".Png", ".png"][i % 3]))  # cameras write IMG_0001.JPG
+    folder = ImageFolder(tmp_path / "img" / "train", 8, False, DATASETS["imagenet"])
+    assert len(folder) == 24 and folder.classes == ["blue", "red"]
+
+
+@pytest.mark.parametrize(
+    ("case", "workers"),
+    [("empty class", 0), ("corrupt image", 0), ("corrupt image", 2), ("fewer images than a batch", 0)],
+)
+def test_a_broken_image_folder_is_one_clear_line(case: str, workers: int, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "img"
+    _images(root)
+    batch = 8
+    if case == "empty class":
+        (root / "train" / "green").mkdir()
+        (root / "val" / "green").mkdir()
+        (root / "train" / "green" / "notes.txt").write_text("not an image")
+    if case == "corrupt image":
+        (root / "train" / "red" / "99.png").write_bytes(b"not a png")
+    if case == "fewer images than a batch":
+        batch = 64  # 24 training images, and the last partial batch is dropped: no step at all
+    items = ["data.name=folder", f"data.root={root}", "data.image_size=8", f"data.workers={workers}",
+             f"data.batch_size={batch}", "model.name=mlp", "train.epochs=1", f"train.out_dir={tmp_path / 'runs'}"]  # fmt: skip
+    assert cli.main(["train", *items]) == 2
+    err = capsys.readouterr().err
+    expected = {
+        "empty class": "class folder(s) ['green'] hold no images",
+        "corrupt image": "cannot read image",
+        "fewer images than a batch": "gives no full batch: 24 examples with data.batch_size=64",
+    }[case]
+    assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err

@@ -382,7 +382,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_line(message: str) -> str:
-    """The message on one line (a multi-line message would read as a traceback)."""
+    """The message on one line (a multi-line message would read as a traceback). An error re-raised from
+    a DataLoader worker carries the worker's traceback: its own message is the last line."""
+    if "Original Traceback" in message:
+        last = [line for line in message.strip().splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
     return " ".join(message.split())
 
 

@@ -76,6 +76,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         RESULT,
         build_model,
         build_optimizer,
+        check_has_batches,
         check_same_precision,
         describe_hardware,
         evaluate,
@@ -106,6 +107,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         set_task(model, task)
         optimizer = build_optimizer(cfg, model)  # this task's scores (and what else trains)
         train_loader, test_loader = loaders[task]
+        check_has_batches(train_loader, cfg, what=f"task {task}'s training data")
         steps = len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
         for epoch in range(cfg.train.epochs):
             torch.manual_seed(cfg.train.seed * 1000 + task * 100 + epoch)

@@ -129,6 +129,19 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, autocast: bool
     return {"accuracy": correct / max(1, total), "loss": loss / max(1, total), "examples": total}
 
 
+def check_has_batches(loader: Any, cfg: RunConfig, world: int = 1, what: str = "the training data") -> None:
+    """A training loader that yields no batch would make every epoch a no-op: a clear error instead."""
+    if len(loader) > 0:
+        return
+    dataset = getattr(loader, "dataset", None)
+    count = f"{len(dataset)} examples" if dataset is not None else "too few examples"
+    per_rank = f" over {world} processes" if world > 1 else ""
+    raise DataError(
+        f"{what} gives no full batch: {count}{per_rank} with data.batch_size={cfg.data.batch_size} (a last "
+        "partial batch is dropped); lower data.batch_size or add data"
+    )
+
+
 def channels_last_input(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels-last memory where that exists (a batch of images, 4-D); other inputs (features,
     token ids) unchanged: ``train.channels_last`` then acts on the model's convolutions alone."""
@@ -430,6 +443,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         if channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = build_optimizer(cfg, model)
+        check_has_batches(train_loader, cfg, world)
         steps_per_epoch = (
             len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
         )

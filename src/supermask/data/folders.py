@@ -16,7 +16,7 @@ from supermask.errors import DataError
 class ImageFolder(torch.utils.data.Dataset):
     """A class-per-folder image directory decoded with Pillow (RGB)."""
 
-    EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+    EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # any case: .JPG, .PNG
 
     def __init__(self, root: Path, image_size: int, train: bool, info: DatasetInfo) -> None:
         if not root.is_dir():
@@ -28,10 +28,16 @@ class ImageFolder(torch.utils.data.Dataset):
             (p, i)
             for i, c in enumerate(self.classes)
             for p in sorted((root / c).iterdir())
-            if p.suffix in self.EXTENSIONS
+            if p.suffix.lower() in self.EXTENSIONS and p.is_file()
         ]
         if not self.samples:
             raise DataError(f"{root} has no images with extensions {self.EXTENSIONS}")
+        empty = sorted(set(self.classes) - {self.classes[i] for _, i in self.samples})
+        if empty:  # a class with no example would be a label the model never sees
+            raise DataError(
+                f"{root}: class folder(s) {empty[:5]} hold no images with extensions {self.EXTENSIONS}; "
+                "remove them or add images"
+            )
         self.image_size, self.train = image_size, train
         self.mean = torch.tensor(info.mean).view(3, 1, 1)
         self.std = torch.tensor(info.std).view(3, 1, 1)
@@ -43,8 +49,11 @@ class ImageFolder(torch.utils.data.Dataset):
         from PIL import Image
 
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            img = im.convert("RGB")
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # not an image, truncated, or huge
+            raise DataError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
         s = self.image_size
         if self.train:  # random-resized-crop (scale 0.08..1) and flip
             w, h = img.size
