@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import supermask
+import supermask.core.methods
 from supermask.data import load_arrays
 
 
@@ -71,6 +72,36 @@ def test_training_one_task_never_changes_another(tmp_path: Path) -> None:
         supermask.set_task(model, 3)
     with pytest.raises(supermask.SupermaskConfigError, match="'dense' has no masks"):
         supermask.SupermaskConfig(tasks=2, method="dense")
+
+
+@pytest.mark.parametrize("method", supermask.core.methods.method_names())
+def test_every_method_either_keeps_tasks_apart_or_refuses_tasks(method: str) -> None:
+    """With the method's own hooks running (re-draws, clamps, pruning schedules), training task 1 leaves
+    task 0's outputs bit-identical; a method that cannot promise it refuses tasks > 1 in one line."""
+    cls = supermask.core.methods.method_class(method)
+    if not cls.has_scores or not cls.supports_tasks or cls.own_buffers:
+        with pytest.raises(supermask.SupermaskConfigError, match=f"tasks=2: method '{method}'"):
+            supermask.SupermaskConfig(tasks=2, method=method)
+        return
+    torch.manual_seed(0)
+    model = supermask.to_supermask(mlp(), supermask.SupermaskConfig(tasks=2, k=0.3, method=method))
+    layers = [layer for _, layer in supermask.supermask_layers(model)]
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    model.eval()
+    before = model(x).detach().clone()
+    supermask.set_task(model, 1)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5, momentum=0.9)
+    model.train()
+    for epoch in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        layers[0].method.before_step(layers)
+        opt.step()
+        layers[0].method.after_step(layers)
+        layers[0].method.on_epoch_end(layers, epoch + 1, 3)
+    supermask.set_task(model, 0)
+    model.eval()
+    assert torch.equal(model(x), before)
 
 
 def test_the_whole_bank_saves_and_loads_bit_exact_at_one_bit_per_weight_per_task(tmp_path: Path) -> None:

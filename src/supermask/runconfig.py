@@ -451,6 +451,11 @@ def check(cfg: RunConfig, device: bool = True) -> None:
             raise SupermaskConfigError(
                 f"data.split_tasks={d.split_tasks} does not divide {d.name}'s {classes} classes evenly"
             )
+        if classes // d.split_tasks < 2:  # a one-class task is always right: a meaningless 100%
+            raise SupermaskConfigError(
+                f"data.split_tasks={d.split_tasks} leaves one class per task ({d.name} has {classes}); "
+                f"use at most {classes // 2} tasks"
+            )
         if sm.tasks != d.split_tasks:
             raise SupermaskConfigError(
                 f"data.split_tasks={d.split_tasks} needs supermask.tasks={d.split_tasks} (one mask per task), "

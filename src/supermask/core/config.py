@@ -124,6 +124,15 @@ class SupermaskConfig:
             raise SupermaskConfigError(f"tasks={self.tasks} must be at least 1 (the number of task masks)")
         if self.tasks > 1 and not method.has_scores:
             raise SupermaskConfigError(f"tasks={self.tasks}: method {self.method!r} has no masks to keep one per task")
+        if self.tasks > 1 and (not method.supports_tasks or method.own_buffers):
+            from supermask.core.methods import method_class, method_names
+
+            usable = [n for n in method_names() if _keeps_tasks_apart(method_class(n))]
+            raise SupermaskConfigError(
+                f"tasks={self.tasks}: method {self.method!r} changes the shared weights or keeps per-layer state "
+                "beyond its scores, so training one task would change the others' networks; choose one of: "
+                f"{', '.join(usable)}"
+            )
         if self.seed < 0:
             raise SupermaskConfigError(f"seed={self.seed!r} must be a non-negative integer")
 
@@ -159,6 +168,10 @@ class SupermaskConfig:
         for key in ignored:
             out[key] = defaults[key]
         return out
+
+
+def _keeps_tasks_apart(method: Any) -> bool:
+    return bool(method.has_scores and method.supports_tasks and not method.own_buffers)
 
 
 def _method_class(name: str) -> Any:

@@ -60,6 +60,11 @@ class MaskMethod:
     exact_k: ClassVar[bool] = True
     #: per-layer buffers the method keeps in ``train_state`` but stores itself in checkpoints (:meth:`extra_state`)
     own_buffers: ClassVar[tuple[str, ...]] = ()
+    #: whether one score set per task keeps tasks independent (``tasks > 1``). False for a method whose
+    #: hooks change the shared weights or keep per-layer state (IteRand's re-draws, Gem-Miner's permanent
+    #: pruning): training task 2 would silently change task 1's network. A method with ``own_buffers``
+    #: never qualifies.
+    supports_tasks: ClassVar[bool] = True
     #: a dataclass of the method's own options (``SupermaskConfig.options``)
     Options: ClassVar[type] = NoOptions
 

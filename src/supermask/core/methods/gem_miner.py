@@ -55,6 +55,7 @@ class GemMiner(ThresholdRule):
     )
     exact_k = False
     own_buffers = ("pruned",)
+    supports_tasks = False  # one permanent-pruning state per layer, shared by every task
     Options = GemMinerOptions
     recommended_optim: ClassVar[dict[str, object]] = {"weight_decay": 0.0}
 

@@ -55,6 +55,7 @@ class IteRand(EdgePopup):
         " (keyed by seed, layer, round); Chijiwa et al. 2021"
     )
     own_buffers = ("iterand_round", "iterand_step")
+    supports_tasks = False  # re-drawing a weight pruned by one task's mask changes the others' networks
     Options = IteRandOptions
 
     def __init__(self, config: SupermaskConfig) -> None:
