@@ -216,7 +216,8 @@ def write_report(runs_dir: Path | list[Path], out: Path | None = None) -> list[P
     lines.append("")
     lines.append(
         "Each row is one experiment (runs grouped on their whole config except the seed); n is its number of "
-        "distinct seeds, and ± is the standard deviation over those n seeds (none for n = 1)."
+        "distinct seeds, and ± is the sample standard deviation (n - 1 in the denominator) over those n seeds "
+        "(none for n = 1)."
     )
     atomic_write(out / "results.md", "\n".join(lines) + "\n")
     varying = _varying([r["experiment"] for r in rows])
