@@ -267,7 +267,10 @@ def test_report_never_pools_different_experiments(tmp_path: Path) -> None:
     write_report(tmp_path)
     header = (tmp_path / "runs.csv").read_text().splitlines()[0].split(",")
     assert "supermask.scale_fan" in header and "optim.lr" in header
-    assert "standard deviation over those n seeds" in (tmp_path / "results.md").read_text()
+    assert (
+        "sample standard deviation (n - 1 in the denominator) over those n seeds"
+        in (tmp_path / "results.md").read_text()
+    )
 
 
 @pytest.mark.parametrize("method", ["edge-popup", "bernoulli"])
