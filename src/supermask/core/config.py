@@ -124,7 +124,7 @@ class SupermaskConfig:
             raise SupermaskConfigError(f"tasks={self.tasks} must be at least 1 (the number of task masks)")
         if self.tasks > 1 and not method.has_scores:
             raise SupermaskConfigError(f"tasks={self.tasks}: method {self.method!r} has no masks to keep one per task")
-        if self.tasks > 1 and (not method.supports_tasks or method.own_buffers):
+        if self.tasks > 1 and not _keeps_tasks_apart(method):
             from supermask.core.methods import method_class, method_names
 
             usable = [n for n in method_names() if _keeps_tasks_apart(method_class(n))]
