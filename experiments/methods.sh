@@ -31,7 +31,8 @@ if [ "$WHICH" = cifar ] || [ "$WHICH" = all ]; then
   # 14.1%, results/methods_cifar10/without_scale_fan), so the methods with a k scale the fan by k here.
   grid results/methods_cifar10/runs supermask.scale_fan=true model.name=conv4 data.name=cifar10-jpeg75 \
     data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" data.batch_size=128 train.epochs="${EPOCHS_CIFAR:-2}" \
-    train.progress=lines  # the default precision and layout: bf16 + channels-last on CPUs that have bf16
-  # (2.9x faster than fp32 NCHW on this project's CPU); the first 8 runs, fp32 NCHW, are kept apart in
-  # results/methods_cifar10/fp32 (every run of one table in one precision).
+    train.bf16=false train.channels_last=false train.progress=lines
+  # fp32 NCHW, pinned: the grid outlasts a session, and the sessions' machines differ (some CPUs have no
+  # bf16, where train.bf16=auto means fp32), so every run of the table is made in the one precision
+  # that every machine has. bf16 would be 2.9x faster on a CPU with AVX-512 BF16 (docs/BENCHMARKS.md).
 fi
