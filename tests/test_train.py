@@ -127,9 +127,10 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--standalone",  # a free port: a fixed one can collide with a lingering socket
            "-m", "supermask", "train", *common, "data.batch_size=32", "train.run_name=two"]  # fmt: skip
-    # its own process group: on a time-out every rank is killed, none is left waiting in a collective
+    # its own process group (in the test's session): on a time-out every rank is killed, none is left
+    # waiting in a collective
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+                            text=True, preexec_fn=os.setpgrp)  # fmt: skip
     try:
         _, err = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
