@@ -81,6 +81,28 @@ def test_world_size_change_is_refused_unless_asked_for(tmp_path: Path) -> None:
     assert state is not None and state["epoch"] == 1
 
 
+@pytest.mark.parametrize("split", [1, 2])
+def test_a_run_without_its_training_state_is_kept_never_trained_over(tmp_path: Path, split: int) -> None:
+    """A run directory copied from another machine (or committed as a summary) has no training state:
+    a finished one is kept as it is, an unfinished one is refused, and neither loses its metrics."""
+    items = ["train.epochs=3", f"data.split_tasks={split}"]
+    state_file = "train_state.pt" if split == 1 else "tasks_state.pt"
+    finished = train(cfg_for(tmp_path, *items), **QUIET)
+    run = tmp_path / "r"
+    (run / state_file).unlink()
+    metrics, result = (run / "metrics.jsonl").read_text(), (run / "result.json").read_text()
+    again = train(cfg_for(tmp_path, *items), **QUIET)
+    assert again == finished and (run / "metrics.jsonl").read_text() == metrics
+    assert (run / "result.json").read_text() == result
+
+    (run / "result.json").unlink()  # an unfinished run: recorded epochs, no state to continue from
+    with pytest.raises(TrainingError, match=r"holds \d+ recorded epoch\(s\) but no " + state_file.replace(".", r"\.")):
+        train(cfg_for(tmp_path, *items), **QUIET)
+    assert (run / "metrics.jsonl").read_text() == metrics
+    again = train(cfg_for(tmp_path, *items, "train.resume=false", "train.overwrite=true"), **QUIET)
+    assert again["epochs"] == 3 and (run / state_file).is_file()
+
+
 def test_result_records_what_every_epoch_ran_on(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         train(cfg_for(tmp_path, "train.epochs=3", "train.threads=2"), log=_stop_after_first_epoch)

@@ -290,6 +290,36 @@ def _finished_result(run_dir: Path, state: dict[str, Any] | None, epochs: int) -
     return result if isinstance(result, dict) else None
 
 
+def _result_without_state(run_dir: Path, state_file: str) -> dict[str, Any] | None:
+    """What a run directory (its config already checked against this run's) holds when its training
+    state ``state_file`` is missing, as for a run copied from another machine or a committed summary: its
+    finished result, kept as it is (returned); recorded epochs without a state, which cannot be continued
+    and are never trained over (an error); or nothing recorded yet (None: the run starts)."""
+    if (run_dir / state_file).is_file():
+        return None
+    if (run_dir / RESULT).is_file():
+        try:
+            result = json.loads((run_dir / RESULT).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise TrainingError(
+                f"{run_dir / RESULT} cannot be read ({exc}) and {run_dir} has no {state_file} to redo it from: "
+                "keep it and use another train.run_name, or start it again with train.resume=false train.overwrite=true"
+            ) from exc
+        if isinstance(result, dict):
+            return result
+    epochs = 0
+    if (run_dir / METRICS).is_file():
+        epochs = sum(1 for line in (run_dir / METRICS).read_text().splitlines() if line.strip())
+    if epochs:
+        raise TrainingError(
+            f"{run_dir} holds {epochs} recorded epoch(s) but no {state_file} (a run's training state stays on "
+            "the machine that trained it), so it cannot be continued here and is not trained over: keep it and "
+            "use another train.run_name or train.out_dir, or start it again with train.resume=false "
+            "train.overwrite=true"
+        )
+    return None
+
+
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, method: Any, layers: list[Any]) -> None:
     """One step from a loss: gradients, the mask method's hooks around the optimiser step (clamping,
     pruning, re-randomisation), the step."""
@@ -396,6 +426,8 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                 return _train_split(cfg, log, run_dir, world)
             state = prepare_run_dir(cfg, run_dir, world, writer=master)
             finished = _finished_result(run_dir, state, cfg.train.epochs)
+            if state is None and cfg.train.resume:
+                finished = _result_without_state(run_dir, TRAIN_STATE)
             if finished is not None:
                 if master:
                     log(f"{run_dir} is finished already: its result is kept")
@@ -413,6 +445,11 @@ def _train_split(cfg: RunConfig, log: Any, run_dir: Path, world: int) -> dict[st
     if world > 1:
         raise TrainingError("data.split_tasks runs in one process; start it without torchrun")
     prepare_run_dir(cfg, run_dir, world)  # the lock is held; a different run there is refused
+    if cfg.train.resume:
+        finished = _result_without_state(run_dir, TASKS_STATE)
+        if finished is not None:
+            log(f"{run_dir} is finished already: its result is kept")
+            return finished
     state = None
     if cfg.train.resume and (run_dir / TASKS_STATE).is_file():
         try:
