@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -312,6 +313,35 @@ def test_sweep_shards_are_disjoint_and_cover_the_grid(tmp_path: Path) -> None:
     assert all(len(r) == 2 for r in runs) and len(set(sum(runs, []))) == 6
     with pytest.raises(SupermaskConfigError, match="I/N with 1 <= I <= N"):
         cli._parse_shard("4/3")
+
+
+def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = ["train.epochs=1", "train.max_steps=1", "supermask.k=0.3,0.5", "train.seed=0,1"]
+    assert cli.main(["sweep", *grid, "--out", str(tmp_path), "--only", "train.seed=1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "mlp-edge-popup_k=0.3_seed=1",
+        "mlp-edge-popup_k=0.5_seed=1",
+    ]
+    assert yaml.safe_load((tmp_path / "sweep.yaml").read_text())["only"] == ["train.seed=1"]
+    capsys.readouterr()
+    assert cli.main(["sweep", *grid, "--out", str(tmp_path)]) == 0  # the whole grid: the subset is finished
+    assert capsys.readouterr().out.count("finished, skipped") == 2
+    # left-out points are never resolved: a value that cannot run on this machine does not stop the rest
+    import supermask.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    bf16 = ["train.epochs=1", "train.max_steps=1", "train.bf16=true,false", "--out", str(tmp_path / "p")]
+    assert cli.main(["sweep", *bf16]) == 2
+    assert cli.main(["sweep", *bf16, "--only", "train.bf16=false"]) == 0
+    for bad, message in [
+        ("train.epochs=1", "train.epochs is not varied in this sweep (its axes: supermask.k, train.seed)"),
+        ("train.seed=5", "5 is not among train.seed's values (0, 1)"),
+        ("train.seed", "must be KEY=VALUE"),
+    ]:
+        with pytest.raises(SupermaskConfigError, match=re.escape(message)):
+            cli._sweep_runs(None, grid, tmp_path, [bad])
 
 
 def test_concurrent_sweeps_never_train_a_run_twice(tmp_path: Path) -> None:

@@ -177,8 +177,33 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def _sweep_runs(config: str | None, items: list[str], out_dir: Path | None) -> tuple[list[_SweepRun], Path]:
-    """Every grid point's checked config, grid points of the same experiment (and seed) merged into one."""
+def _parse_only(texts: list[str], axes: list[tuple[str, list[str]]]) -> dict[str, set[str]]:
+    """``--only KEY=V[,V...]`` (repeatable): the values of a grid axis to keep, checked against the axes."""
+    varied = dict(axes)
+    keep: dict[str, set[str]] = {}
+    for text in texts:
+        key, _, raw = text.partition("=")
+        key = key.strip()
+        values = [v.strip() for v in raw.split(",") if v.strip()]
+        if "=" not in text or not values:
+            raise SupermaskConfigError(f"--only {text!r} must be KEY=VALUE[,VALUE...] (e.g. --only train.seed=2)")
+        if key not in varied:
+            names = ", ".join(varied) or "none"
+            raise SupermaskConfigError(f"--only {text}: {key} is not varied in this sweep (its axes: {names})")
+        unknown = [v for v in values if v not in varied[key]]
+        if unknown:
+            raise SupermaskConfigError(
+                f"--only {text}: {', '.join(unknown)} is not among {key}'s values ({', '.join(varied[key])})"
+            )
+        keep[key] = keep.get(key, set()) | set(values)
+    return keep
+
+
+def _sweep_runs(
+    config: str | None, items: list[str], out_dir: Path | None, only: list[str] | None = None
+) -> tuple[list[_SweepRun], Path]:
+    """Every grid point's checked config, grid points of the same experiment (and seed) merged into one.
+    ``only`` keeps the grid points whose axes take the given values; run names stay the whole grid's."""
     from supermask.precision import run_precision
     from supermask.runconfig import experiment_key, load_run_config, parse_override
 
@@ -191,11 +216,15 @@ def _sweep_runs(config: str | None, items: list[str], out_dir: Path | None) -> t
             axes.append((key, [v.strip() for v in raw.split(",")]))
         else:
             fixed.append(item)
+    keep = _parse_only(only or [], axes)
     base = load_run_config(config, fixed)
     out = out_dir or Path(base.train.out_dir)
     runs: list[_SweepRun] = []
     first_of: dict[str, str] = {}
-    for combo in itertools.product(*[[f"{k}={v}" for v in values] for k, values in axes]):
+    for point in itertools.product(*[[(k, v) for v in values] for k, values in axes]):
+        if any(k in keep and v not in keep[k] for k, v in point):
+            continue  # left out by --only, before its config is resolved (it may not resolve here)
+        combo = tuple(f"{k}={v}" for k, v in point)
         cfg = load_run_config(config, [*fixed, *combo])
         short = "_".join(c.split(".", 1)[1] for c in combo)
         name = f"{cfg.model.name}-{cfg.supermask_config().method}" + (f"_{short}" if short else "")
@@ -238,7 +267,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise SupermaskConfigError(f"--jobs {args.jobs} must be at least 1")
     shard, shards = _parse_shard(args.shard)
     config, items = _split_config(args.items)
-    runs, out_dir = _sweep_runs(config, items, Path(args.out) if args.out else None)
+    runs, out_dir = _sweep_runs(config, items, Path(args.out) if args.out else None, args.only)
     mine = runs[shard - 1 :: shards]
     todo = []
     for i, run in enumerate(mine, 1):  # every finished run is checked before any starts
@@ -255,7 +284,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         outcome = _run_pool(todo, args.jobs, config)
     busy = [r.name for r, status in zip(todo, outcome) if status == "busy"]
     failed = [r.name for r, status in zip(todo, outcome) if status == "failed"]
-    atomic_write(make_dirs(out_dir) / "sweep.yaml", _yaml_dump({"config": config, "items": items}))
+    record: dict[str, Any] = {"config": config, "items": items, **({"only": args.only} if args.only else {})}
+    atomic_write(make_dirs(out_dir) / "sweep.yaml", _yaml_dump(record))
     print(
         f"sweep of {len(mine)} runs in {out_dir}: {outcome.count('done')} trained now, {done_before} were already "
         f"finished, {len(busy)} in use by other processes, {len(failed)} failed"
@@ -361,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder of the run directories (default: train.out_dir)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once on this machine (each its own process)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only the I-th of N disjoint slices of the grid")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=V[,V]",
+        help="run only the grid points where the axis KEY takes these values (repeatable; names unchanged)",
+    )
     p.set_defaults(func=_cmd_sweep)
     p = sub.add_parser("report", help="results table (Markdown, CSV) and accuracy-vs-k plot of runs folders")
     p.add_argument("runs_dir", nargs="+", help="one or more folders of runs (each run found once)")
