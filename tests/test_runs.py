@@ -320,6 +320,10 @@ def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
 ) -> None:
     grid = ["train.epochs=1", "train.max_steps=1", "supermask.k=0.3,0.5", "train.seed=0,1"]
     assert cli.main(["sweep", *grid, "--out", str(tmp_path), "--only", "train.seed=1"]) == 0
+    assert [r.name for r in cli._sweep_runs(None, grid, tmp_path, ["supermask.k=0.50"])[0]] == [
+        "mlp-edge-popup_k=0.5_seed=0",
+        "mlp-edge-popup_k=0.5_seed=1",
+    ]  # values compare as numbers, names keep the grid's spelling
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
         "mlp-edge-popup_k=0.3_seed=1",
         "mlp-edge-popup_k=0.5_seed=1",

@@ -179,6 +179,8 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
 
 def _parse_only(texts: list[str], axes: list[tuple[str, list[str]]]) -> dict[str, set[str]]:
     """``--only KEY=V[,V...]`` (repeatable): the values of a grid axis to keep, checked against the axes."""
+    from supermask.runconfig import parse_override
+
     varied = dict(axes)
     keep: dict[str, set[str]] = {}
     for text in texts:
@@ -190,12 +192,15 @@ def _parse_only(texts: list[str], axes: list[tuple[str, list[str]]]) -> dict[str
         if key not in varied:
             names = ", ".join(varied) or "none"
             raise SupermaskConfigError(f"--only {text}: {key} is not varied in this sweep (its axes: {names})")
-        unknown = [v for v in values if v not in varied[key]]
+        # compared as parsed values (0.3 is 0.30), kept as the axis spells them
+        spelled = {json.dumps(parse_override(f"{key}={v}")[1], default=str): v for v in varied[key]}
+        parsed = [json.dumps(parse_override(f"{key}={v}")[1], default=str) for v in values]
+        unknown = [v for v, p in zip(values, parsed) if p not in spelled]
         if unknown:
             raise SupermaskConfigError(
                 f"--only {text}: {', '.join(unknown)} is not among {key}'s values ({', '.join(varied[key])})"
             )
-        keep[key] = keep.get(key, set()) | set(values)
+        keep[key] = keep.get(key, set()) | {spelled[p] for p in parsed}
     return keep
 
 
