@@ -346,6 +346,8 @@ def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
     ]:
         with pytest.raises(SupermaskConfigError, match=re.escape(message)):
             cli._sweep_runs(None, grid, tmp_path, [bad])
+    with pytest.raises(SupermaskConfigError, match="'supermask.k=0.3,' has an empty value"):
+        cli._sweep_runs(None, ["supermask.k=0.3,"], tmp_path)
 
 
 def test_concurrent_sweeps_never_train_a_run_twice(tmp_path: Path) -> None:

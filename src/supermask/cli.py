@@ -218,7 +218,10 @@ def _sweep_runs(
         key, _ = parse_override(item)
         raw = item.partition("=")[2]
         if "," in raw and not raw.strip().startswith("["):
-            axes.append((key, [v.strip() for v in raw.split(",")]))
+            values = [v.strip() for v in raw.split(",")]
+            if "" in values:
+                raise SupermaskConfigError(f"{item!r} has an empty value: write the values as {key}=a,b,c")
+            axes.append((key, values))
         else:
             fixed.append(item)
     keep = _parse_only(only or [], axes)
