@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from supermask import cli
+from supermask.errors import SupermaskError
 from supermask.runconfig import load_run_config
 from supermask.train import TrainingError, train
 
@@ -246,6 +248,36 @@ def test_report_gives_no_std_for_one_seed(tmp_path: Path) -> None:
     assert [r.split("|")[-2].strip() for r in rows] == ["60.00", "51.00 ± 1.41"]
     csv_rows = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_rows[1].endswith(",60.0,")  # the std column is empty, not 0
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ("{", "cannot be read as a run's result"),
+        ("[]", "is not a run's result"),
+        ('{"accuracy": 1.7, "kept_fraction": 0.5}', "accuracy=1.7 is not a fraction"),
+        ('{"accuracy": NaN, "kept_fraction": 0.5}', "accuracy=nan is not a fraction"),
+        ('{"accuracy": "0.5", "kept_fraction": 0.5}', "accuracy='0.5' is not a fraction"),
+        ('{"kept_fraction": 0.5}', "accuracy=None is not a fraction"),
+        ('{"accuracy": 0.5, "kept_fraction": true}', "kept_fraction=True is not a fraction"),
+    ],
+)
+def test_report_stops_at_a_damaged_result_instead_of_leaving_it_out(tmp_path: Path, edit: str, message: str) -> None:
+    """A result.json that cannot be read, or holds an impossible figure, is named in a one-line error:
+    never silently left out of its row's n and mean, never averaged in."""
+    from supermask.report import write_report
+
+    for seed in (0, 1):
+        d = tmp_path / f"r{seed}"
+        d.mkdir()
+        r = dict(dataset="d", model="m", width=1.0, method="edge-popup", weight_init="signed_constant", k=0.5,
+                 seed=seed, epochs=1, kept_fraction=0.5, accuracy=0.5, device="cpu")  # fmt: skip
+        (d / "result.json").write_text(json.dumps(r))
+    write_report(tmp_path)
+    (tmp_path / "r1" / "result.json").write_text(edit)
+    with pytest.raises(SupermaskError, match=re.escape(message)) as caught:
+        write_report(tmp_path)
+    assert str(tmp_path / "r1" / "result.json") in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_report_never_pools_different_experiments(tmp_path: Path) -> None:

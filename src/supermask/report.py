@@ -71,12 +71,7 @@ def collect(runs_dir: Path | list[Path]) -> list[dict[str, Any]]:
 
     rows = []
     for path in _result_files(runs_dir):
-        try:
-            row = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(row, dict) or "accuracy" not in row:
-            continue
+        row = _read_result(path)
         config = _resolved_config(row, path.parent)
         if config is not None:
             row["experiment"] = _flatten(experiment_key(config))
@@ -94,6 +89,30 @@ def collect(runs_dir: Path | list[Path]) -> list[dict[str, Any]]:
             }
         rows.append(row)
     return rows
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    """A run's ``result.json``, its figures checked: a file that cannot be read or holds an impossible
+    figure stops the report (naming it) instead of being left out or averaged in."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SupermaskError(
+            f"{path} cannot be read as a run's result ({exc}); restore it or move its run away"
+        ) from exc
+    if not isinstance(row, dict):
+        raise SupermaskError(f"{path} is not a run's result (a JSON object); restore it or move its run away")
+    for key in ("accuracy", "kept_fraction"):
+        value = row.get(key)
+        if not _is_fraction(value):
+            raise SupermaskError(
+                f"{path}: {key}={value!r} is not a fraction (0 <= x <= 1); restore the file or move its run away"
+            )
+    return row
+
+
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
 
 
 def _varying(experiments: list[dict[str, Any]]) -> list[str]:
