@@ -192,6 +192,10 @@ def test_report_plots_learning_curves(tmp_path: Path) -> None:
     from supermask.report import learning_curves
 
     assert list(learning_curves(tmp_path)) == ["long"]  # "short" has fewer than 5 epochs
+    with open(tmp_path / "long" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 7, "test_acc\n')  # a line cut short
+    with pytest.raises(SupermaskError, match=r"metrics.jsonl line 7 cannot be read"):
+        write_report(tmp_path)
 
 
 def test_compile_matches_eager(tmp_path: Path) -> None:

@@ -274,7 +274,17 @@ def learning_curves(runs_dir: Path, min_epochs: int = 5) -> dict[str, list[dict[
         metrics = result.parent / "metrics.jsonl"
         if not metrics.is_file():
             continue
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(metrics.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SupermaskError(f"{metrics} line {number} cannot be read ({exc}); restore the file") from exc
+            if not isinstance(row, dict):
+                raise SupermaskError(f"{metrics} line {number} is not an epoch's metrics (a JSON object)")
+            rows.append(row)
         if len(rows) >= min_epochs:
             curves[str(result.parent.relative_to(runs_dir))] = rows
     return curves
