@@ -262,6 +262,25 @@ def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path: Path)
         load_run_config(tmp_path, [])
 
 
+def test_one_method_option_is_set_by_its_dotted_key(tmp_path: Path) -> None:
+    cfg = load_run_config(None, ["supermask.method=biprop", "supermask.options.scope=global"])
+    assert cfg.supermask_config().options == {"scope": "global"}
+    both = load_run_config(
+        None,
+        ["supermask.method=signed-supermask", "supermask.options={threshold: 0.3}", "supermask.options.threshold=0.2"],
+    )
+    assert both.supermask_config().options == {"threshold": 0.2}  # the later setting wins, as for any key
+    for items, message in [
+        (["supermask.method=biprop", "supermask.options.scope=globl"], "choose one of: layer, global"),
+        (["supermask.method=biprop", "supermask.options.sope=global"], "has no option(s) ['sope']; its options: scope"),
+        (["supermask.method=edge-popup", "supermask.options.scope=global"], "its options: none"),
+    ]:
+        with pytest.raises(SupermaskConfigError, match=re.escape(message)):
+            load_run_config(None, items)
+    runs, _ = cli._sweep_runs(None, ["supermask.method=biprop", "supermask.options.scope=layer,global"], tmp_path)
+    assert [r.cfg.supermask_config().options["scope"] for r in runs] == ["layer", "global"]
+
+
 def test_config_yaml_holds_the_full_resolved_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import dataclasses
 

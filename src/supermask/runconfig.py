@@ -310,6 +310,12 @@ def set_key(cfg: RunConfig, dotted: str, value: Any, raw: str | None = None) -> 
     """Set one ``section.key`` to ``value`` (already parsed; ``raw``: the text typed), checking name and type."""
     section, _, key = dotted.partition(".")
     if section == "supermask":
+        if key.startswith("options.") and key != "options.":  # one option of the method: supermask.options.NAME=V
+            options = cfg.supermask.get("options") or {}
+            if not isinstance(options, dict):
+                raise SupermaskConfigError(f"supermask.options must be a mapping to set {dotted}")
+            cfg.supermask["options"] = {**options, key.partition(".")[2]: value}
+            return
         f = _SUPERMASK_FIELDS.get(key)
         if f is None:
             raise _unknown("key", dotted, valid_keys())
