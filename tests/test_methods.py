@@ -355,3 +355,27 @@ def test_biprop_with_learned_batchnorm_trains_and_reloads(tmp_path: Path) -> Non
     supermask.save(model, tmp_path / "ck")
     with torch.no_grad():
         assert torch.equal(supermask.load(tmp_path / "ck", net()).eval()(X), out)
+
+
+def test_a_layer_whose_outputs_are_starved_is_flagged_and_the_run_warns(tmp_path: Path) -> None:
+    """A global top-k at a small k can leave the layer of largest fan almost empty (Conv4 at k = 0.05:
+    1 of 2,097,152 classifier weights): the layer is named before training, never silently trained."""
+    from supermask.core.convert import silent_outputs
+    from supermask.models import create
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    def conv4(method: str) -> nn.Module:
+        model = create("conv4", num_classes=10, in_channels=3, image_size=32)
+        return supermask.to_supermask(model, supermask.SupermaskConfig(method=method, k=0.05, scale_fan=True, seed=0))
+
+    assert [(r["name"], r["kept"], r["silent"], r["outputs"]) for r in silent_outputs(conv4("edge-popup-global"))] == [
+        ("classifier.1", 1, 255, 256)
+    ]
+    assert silent_outputs(conv4("edge-popup")) == []  # per layer: every layer keeps 5%
+    logged: list[str] = []
+    cfg = load_run_config(None, [f"train.out_dir={tmp_path}", "train.epochs=1", "supermask.method=edge-popup-global",
+                                 "supermask.k=0.05"])  # fmt: skip
+    train(cfg, log=logged.append)
+    warnings = [m for m in logged if m.startswith("warning: ")]
+    assert warnings and "outputs have no kept weight and carry no signal" in warnings[0]

@@ -28,7 +28,7 @@ from torch import nn
 
 from supermask import models
 from supermask.core import checkpoint
-from supermask.core.convert import merge, sparsity_report, supermask_layers, to_supermask
+from supermask.core.convert import merge, silent_outputs, sparsity_report, supermask_layers, to_supermask
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import DataError, NonFiniteScoresError, RunBusyError, StorageError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs, remove_temp_files
@@ -501,6 +501,13 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             check_same_precision(cfg, run_dir, state, history, autocast, device)
             if master:
                 log(f"resuming {run_dir} from epoch {start_epoch}")
+        if master:
+            for row in silent_outputs(model):
+                log(
+                    f"warning: {row['name']} keeps {row['kept']} of its {row['total']} weights: {row['silent']} of its "
+                    f"{row['outputs']} outputs have no kept weight and carry no signal (a global selection at a small k "
+                    "can starve a layer; see supermask.sparsity_report)"
+                )
         if master:
             make_dirs(run_dir)
             atomic_write(run_dir / CONFIG, to_yaml(cfg), fsync=False)

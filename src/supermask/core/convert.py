@@ -514,6 +514,31 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def silent_outputs(model: nn.Module) -> list[dict[str, Any]]:
+    """Converted layers where more than half of the outputs have no kept weight at all, so they carry no
+    signal (e.g. a global top-k at a small k leaving a layer of large fan almost empty). Each row:
+    ``{"name", "kept", "total", "outputs", "silent"}``."""
+    rows = []
+    for name, layer in supermask_layers(model):
+        if not layer.method.has_scores:
+            continue
+        with torch.no_grad():
+            was = layer.training
+            layer.eval()
+            mask = layer.mask().detach()
+            layer.train(was)
+        outputs = layer.fan_shape()[0]
+        # the (out, in, ...) layout; transformers' Conv1D stores its weight transposed, (in, out)
+        by_output = (
+            mask.reshape(outputs, -1) if tuple(mask.shape) == layer.fan_shape() else mask.reshape(-1, outputs).t()
+        )
+        silent = int((by_output == 0).all(dim=1).sum())
+        if 2 * silent > outputs:
+            kept, total = layer.method.kept(mask), mask.numel()
+            rows.append({"name": name, "kept": kept, "total": total, "outputs": outputs, "silent": silent})
+    return rows
+
+
 def merge(model: nn.Module) -> nn.Module:
     """Fold every mask into its weight and put the plain modules back (in place); return the model.
 
