@@ -13,10 +13,16 @@ cd "$(dirname "$0")/.."
 WHICH=${1:-all}
 source experiments/common.sh
 
-grid() {  # grid OUT K_EXTRA common...: K_EXTRA is added to the runs of the methods with a k
+grid() {  # grid OUT K_EXTRA common...: K_EXTRA is added to the runs of the per-layer methods with a k
   local out=$1 k_extra=$2; shift 2
-  $SM sweep "$@" $k_extra "${THREADS_ARG[@]}" supermask.method=edge-popup,edge-popup-global,biprop,gem-miner,iterand \
-    supermask.k=0.05,0.1,0.3,0.5 train.seed=0,1,2 --out "$out" --jobs "$JOBS"
+  local k_grid=(supermask.method=edge-popup,edge-popup-global,biprop,gem-miner,iterand supermask.k=0.05,0.1,0.3,0.5
+    train.seed=0,1,2 --out "$out" --jobs "$JOBS")
+  if [ -z "$k_extra" ]; then
+    $SM sweep "$@" "${THREADS_ARG[@]}" "${k_grid[@]}"
+  else  # K_EXTRA (scale_fan) assumes each layer keeps k: the global selection runs without it
+    $SM sweep "$@" $k_extra "${THREADS_ARG[@]}" "${k_grid[@]}" --only supermask.method=edge-popup,biprop,gem-miner,iterand
+    $SM sweep "$@" "${THREADS_ARG[@]}" "${k_grid[@]}" --only supermask.method=edge-popup-global
+  fi
   $SM sweep "$@" "${THREADS_ARG[@]}" supermask.method=bernoulli,signed-supermask,threshold,dense \
     train.seed=0,1,2 --out "$out" --jobs "$JOBS"
   $SM report "$out" --out "$(dirname "$out")"
@@ -28,7 +34,10 @@ if [ "$WHICH" = mnist ] || [ "$WHICH" = all ]; then
 fi
 if [ "$WHICH" = cifar ] || [ "$WHICH" = all ]; then
   # Conv4 has no BatchNorm: at k = 0.05 without scale_fan the kept signal vanishes (edge-popup: 13.7% and
-  # 14.1%, results/methods_cifar10/without_scale_fan), so the methods with a k scale the fan by k here.
+  # 14.1%, results/methods_cifar10/without_scale_fan), so the per-layer methods with a k scale the fan by k
+  # here. edge-popup-global cannot (each layer keeps another, changing fraction; scale_fan with it is a
+  # config error since 2026-11-29): its runs with scale_fan collapsed to 10%
+  # (results/methods_cifar10/global_with_scale_fan), and it runs without scale_fan.
   grid results/methods_cifar10/runs supermask.scale_fan=true model.name=conv4 data.name=cifar10-jpeg75 \
     data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" data.batch_size=128 train.epochs="${EPOCHS_CIFAR:-2}" \
     train.bf16=false train.channels_last=true train.progress=lines

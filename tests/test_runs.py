@@ -211,6 +211,14 @@ def test_an_unwritable_output_is_one_line_naming_the_path(tmp_path: Path, capsys
         ("optim.lr=[1", "the value of optim.lr is not valid YAML"),
         ("supermask.k", r"config file supermask.k does not exist \(an override needs '='"),
         ("supermask.k=0.3 train.epochs", "is not key=value"),
+        (
+            "supermask.method=edge-popup-global supermask.scale_fan=true",
+            "method 'edge-popup-global' selects over all layers at once.*Use supermask.scale_fan=false",
+        ),
+        (
+            "supermask.method=biprop supermask.options.scope=global supermask.scale_fan=true",
+            r"'biprop' \(scope=global\) selects over all layers",
+        ),
     ],
 )
 def test_config_errors_are_one_line(item: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -220,6 +228,16 @@ def test_config_errors_are_one_line(item: str, message: str, capsys: pytest.Capt
     import re
 
     assert re.search(message, err), err
+
+
+def test_a_saved_global_run_with_scale_fan_still_reads(tmp_path: Path) -> None:
+    """The scale_fan check refuses new runs only: runs saved before it still resolve for report and eval."""
+    raw = load_run_config(None, ["supermask.method=edge-popup-global"]).to_dict()
+    raw["supermask"]["scale_fan"] = True
+    assert from_dict(raw).supermask_config().scale_fan is True
+    with pytest.raises(SupermaskConfigError, match="selects over all layers at once"):
+        load_run_config(None, ["supermask.method=edge-popup-global", "supermask.scale_fan=true"])
+    assert load_run_config(None, ["supermask.method=biprop", "supermask.scale_fan=true"]).supermask_config().scale_fan
 
 
 def test_cuda_on_a_cpu_only_build_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:

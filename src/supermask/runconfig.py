@@ -440,6 +440,18 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         check_device(t.device)
         check_precision(t.bf16, t.device)
     sm = cfg.supermask_config()  # validates every supermask option
+    if (
+        device
+        and sm.scale_fan
+        and sm.weight_init != "pretrained"
+        and not method_class(sm.method)(sm).keeps_k_in_each_layer()
+    ):
+        # a new run only (device=True): saved runs of this combination still read, for reports and loads
+        raise SupermaskConfigError(
+            f"supermask.scale_fan=true scales each layer's fan by k, the fraction it keeps, but method "
+            f"{sm.method!r}{' (scope=global)' if sm.options else ''} selects over all layers at once: each layer "
+            "keeps another fraction, which changes as the scores train. Use supermask.scale_fan=false"
+        )
     if d.classes is not None:
         available = DATASETS[d.name].num_classes
         if DATASETS[d.name].folder or d.split_tasks > 1:

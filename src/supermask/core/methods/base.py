@@ -75,6 +75,11 @@ class MaskMethod:
         self.config = config
         self.options: Any = parse_options(self, config.options)
 
+    def keeps_k_in_each_layer(self) -> bool:
+        """Whether every layer keeps the fraction k (``scale_fan`` scales each layer's fan by k, which is
+        right only then). False for a selection over all layers at once."""
+        return True
+
     # --- conversion ------------------------------------------------------------------------------
     def check(self, sizes: list[int], k: float) -> None:
         """Model-level checks before anything changes (``sizes``: weights per converted layer; ``k``: the

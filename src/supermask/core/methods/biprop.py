@@ -42,6 +42,9 @@ class Biprop(EdgePopup):
     )
     Options = BipropOptions
 
+    def keeps_k_in_each_layer(self) -> bool:
+        return self.options.scope != "global"
+
     def check(self, sizes: list[int], k: float) -> None:
         if self.options.scope == "global":
             check_global_k(k, sizes)

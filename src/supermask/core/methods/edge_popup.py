@@ -63,6 +63,9 @@ class EdgePopupGlobal(EdgePopup):
     name = "edge-popup-global"
     summary = "scores; one top-k of |score| over all layers (each keeps >= 1); as edge-popup"
 
+    def keeps_k_in_each_layer(self) -> bool:
+        return False
+
     def check(self, sizes: list[int], k: float) -> None:
         check_global_k(k, sizes)
 
