@@ -449,7 +449,7 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         # a new run only (device=True): saved runs of this combination still read, for reports and loads
         raise SupermaskConfigError(
             f"supermask.scale_fan=true scales each layer's fan by k, the fraction it keeps, but method "
-            f"{sm.method!r}{' (scope=global)' if sm.options else ''} selects over all layers at once: each layer "
+            f"{sm.method!r}{''.join(f' ({k}={v})' for k, v in sm.options.items())} selects over all layers at once: each layer "
             "keeps another fraction, which changes as the scores train. Use supermask.scale_fan=false"
         )
     if d.classes is not None:
