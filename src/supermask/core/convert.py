@@ -495,11 +495,7 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
     """
     rows = []
     for name, layer in supermask_layers(model):
-        with torch.no_grad():
-            was = layer.training
-            layer.eval()
-            kept = layer.method.kept(layer.mask()) if layer.method.has_scores else int(layer.base_layer.weight.numel())
-            layer.train(was)
+        kept = layer.method.kept(_eval_mask(layer)) if layer.method.has_scores else int(layer.base_layer.weight.numel())
         total = layer.base_layer.weight.numel()
         rows.append({"name": name, "kept": kept, "total": total, "fraction": kept / total})
     kept_c = sum(r["kept"] for r in rows)
@@ -514,6 +510,16 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def _eval_mask(layer: Any) -> torch.Tensor:
+    """The layer's evaluation mask (a stochastic method's fixed draw), its training mode restored."""
+    with torch.no_grad():
+        was = layer.training
+        layer.eval()
+        mask = layer.mask().detach()
+        layer.train(was)
+    return mask
+
+
 def silent_outputs(model: nn.Module) -> list[dict[str, Any]]:
     """Converted layers where more than half of the outputs have no kept weight at all, so they carry no
     signal (e.g. a global top-k at a small k leaving a layer of large fan almost empty). Each row:
@@ -522,11 +528,7 @@ def silent_outputs(model: nn.Module) -> list[dict[str, Any]]:
     for name, layer in supermask_layers(model):
         if not layer.method.has_scores:
             continue
-        with torch.no_grad():
-            was = layer.training
-            layer.eval()
-            mask = layer.mask().detach()
-            layer.train(was)
+        mask = _eval_mask(layer)
         outputs = layer.fan_shape()[0]
         # the (out, in, ...) layout; transformers' Conv1D stores its weight transposed, (in, out)
         by_output = (
