@@ -210,6 +210,41 @@ def test_methods_without_k_ignore_it_in_the_experiment_identity() -> None:
         assert (a == b) is (not method_class(method).uses_k)
 
 
+def test_a_setting_the_method_does_not_use_is_named_not_dropped_silently(tmp_path: Path) -> None:
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    for method in METHODS:
+        cfg = load_run_config(None, [f"supermask.method={method}", "supermask.k=0.3"])
+        assert ("supermask.k" in cfg.ignored_settings) is (not method_class(method).uses_k)
+    config = tmp_path / "c.yaml"
+    config.write_text("supermask:\n  score_init: uniform\n  score_init_value: 2.0\n")
+    cfg = load_run_config(
+        config,
+        [
+            "supermask.method=threshold",
+            "supermask.k=0.3",
+            "train.epochs=1",
+            "train.max_steps=1",
+            f"train.out_dir={tmp_path}",
+        ],
+    )
+    assert cfg.ignored_settings == {
+        "supermask.k": 0.3,
+        "supermask.score_init": "uniform",
+        "supermask.score_init_value": 2.0,
+    }
+    assert load_run_config(
+        None, ["supermask.method=edge-popup", "supermask.score_init_value=2.0"]
+    ).ignored_settings == {
+        "supermask.score_init_value": 2.0  # only uniform and constant score inits read it
+    }
+    lines: list[str] = []
+    result = train(cfg, log=lines.append)
+    assert any("does not use supermask.k=0.3, supermask.score_init=uniform" in line for line in lines)
+    assert result["ignored_settings"]["supermask.k"] == 0.3
+
+
 def test_gem_miner_schedule_clamp_penalty_and_permanent_pruning(tmp_path: Path) -> None:
     model = supermask.to_supermask(
         nn.Sequential(nn.Linear(10, 10)), supermask.SupermaskConfig(method="gem-miner", k=0.1)

@@ -111,6 +111,9 @@ class RunConfig:
     supermask: dict[str, Any] = field(default_factory=lambda: {"k": 0.5, "method": "edge-popup"})
     # optim keys set from the method's recommended settings because the user set none (recorded)
     method_defaults: dict[str, Any] = field(default_factory=dict)
+    # supermask keys the user set that the method does not use (``supermask.k`` for a method whose
+    # density emerges): the run says so instead of ignoring them without a word
+    ignored_settings: dict[str, Any] = field(default_factory=dict)
 
     def supermask_config(self) -> SupermaskConfig:
         return SupermaskConfig.from_dict({**self.supermask, "seed": self.train.seed})
@@ -119,6 +122,7 @@ class RunConfig:
         """The full resolved config: every section's every key, every ``SupermaskConfig`` field."""
         out = dataclasses.asdict(self)
         out.pop("method_defaults")
+        out.pop("ignored_settings")
         out["optim"]["betas"] = list(self.optim.betas)
         resolved = self.supermask_config().to_dict()
         resolved.pop("seed")  # it is train.seed
@@ -363,7 +367,13 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
     if cfg.data.split_tasks > 1 and "supermask.tasks" not in explicit:
         cfg.supermask["tasks"] = cfg.data.split_tasks  # one mask per task
     check(cfg)
-    recommended = method_class(cfg.supermask_config().method).recommended_optim
+    sm = cfg.supermask_config()
+    ignored = method_class(sm.method)(sm).ignored_fields()
+    for key in sorted(explicit):
+        section, _, name = key.partition(".")
+        if section == "supermask" and name in ignored:
+            cfg.ignored_settings[key] = cfg.supermask.get(name)
+    recommended = method_class(sm.method).recommended_optim
     for key, value in recommended.items():
         if f"optim.{key}" not in explicit:
             set_key(cfg, f"optim.{key}", value)

@@ -491,6 +491,11 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         if master and cfg.method_defaults:
             settings = ", ".join(f"{k}={v}" for k, v in cfg.method_defaults.items())
             log(f"method {method.name}: the paper's optimiser settings, as none were given: {settings}")
+        if master and cfg.ignored_settings:
+            settings = ", ".join(f"{k}={v}" for k, v in cfg.ignored_settings.items())
+            log(
+                f"note: method {method.name} does not use {settings}: ignored (it changes neither network nor training)"
+            )
 
         # --- resume (prepare_run_dir checked the directory's run against this config) -------
         start_epoch, history = 0, []
@@ -634,6 +639,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             "channels_last": channels_last,
             "deterministic": cfg.train.deterministic,
             "method_defaults": cfg.method_defaults,
+            "ignored_settings": cfg.ignored_settings,
             "torch": torch.__version__,
             "config": cfg.to_dict(),
         }
