@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -124,6 +125,22 @@ def test_the_whole_bank_saves_and_loads_bit_exact_at_one_bit_per_weight_per_task
     size = (tmp_path / "bank" / meta["tensors_file"]).stat().st_size
     masks = 4 * (64 * 128 + 128 * 10) / 8
     assert masks <= size < masks + 2048
+
+
+def test_sparsity_report_counts_the_active_task_and_no_other_tasks_scores() -> None:
+    """The other tasks' scores are no weights of the network: the whole model's kept fraction is that of
+    one task, as with a single mask (it counted them as kept weights: 0.76 instead of 0.56 with 2 tasks)."""
+    cfg = supermask.SupermaskConfig(k=0.3, seed=0)
+    single = supermask.sparsity_report(supermask.to_supermask(mlp(), cfg))
+    for tasks in (2, 5):
+        model = supermask.to_supermask(mlp(), dataclasses.replace(cfg, tasks=tasks))
+        for t in (0, tasks - 1):
+            supermask.set_task(model, t)
+            report = supermask.sparsity_report(model)
+            assert report["model"]["total"] == single["model"]["total"]
+            assert report["model"]["kept"] == report["converted"]["kept"] + (
+                single["model"]["total"] - single["converted"]["total"]
+            )
 
 
 def mlp2() -> nn.Module:

@@ -501,7 +501,7 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
     kept_c = sum(r["kept"] for r in rows)
     total_c = sum(r["total"] for r in rows)
     converted_ids = {id(layer.base_layer.weight) for _, layer in supermask_layers(model)}
-    scores_ids = {id(layer.scores) for _, layer in supermask_layers(model)}
+    scores_ids = {id(p) for _, layer in supermask_layers(model) for p in layer.score_parameters()}  # every task's
     other = sum(p.numel() for p in model.parameters() if id(p) not in converted_ids and id(p) not in scores_ids)
     return {
         "layers": rows,

@@ -68,6 +68,13 @@ class SupermaskLayer(nn.Module):
         bank: Any = self._modules.get("scores_bank")
         return len(bank) if bank is not None else 1
 
+    def score_parameters(self) -> list[nn.Parameter]:
+        """Every task's scores (the one ``scores`` without a bank; none for a method without scores)."""
+        bank: Any = self._modules.get("scores_bank")
+        if bank is not None:
+            return list(bank)
+        return [self.scores] if self.scores is not None else []
+
     def use_task(self, task: int) -> None:
         """Make task ``task``'s scores the ones the forward pass uses and the only ones that train."""
         bank: Any = self._modules.get("scores_bank")
