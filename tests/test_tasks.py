@@ -127,6 +127,22 @@ def test_the_whole_bank_saves_and_loads_bit_exact_at_one_bit_per_weight_per_task
     assert masks <= size < masks + 2048
 
 
+def test_load_activates_the_task_that_was_active_at_save(tmp_path: Path) -> None:
+    """save -> load reproduces the outputs whatever task was active (load used to switch to task 0)."""
+    model = supermask.to_supermask(mlp(), supermask.SupermaskConfig(tasks=3, k=0.3, seed=1)).eval()
+    x = torch.randn(4, 1, 8, 8)
+    for task in (2, 0, 1):
+        supermask.set_task(model, task)
+        supermask.save(model, tmp_path / f"t{task}")
+        loaded = supermask.load(tmp_path / f"t{task}", mlp()).eval()
+        assert supermask.current_task(loaded) == task
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))
+    single = supermask.to_supermask(mlp(), supermask.SupermaskConfig(k=0.3))
+    supermask.save(single, tmp_path / "one")
+    assert "active_task" not in json.loads((tmp_path / "one" / "supermask.json").read_text())
+
+
 def test_sparsity_report_counts_the_active_task_and_no_other_tasks_scores() -> None:
     """The other tasks' scores are no weights of the network: the whole model's kept fraction is that of
     one task, as with a single mask (it counted them as kept weights: 0.76 instead of 0.56 with 2 tasks)."""

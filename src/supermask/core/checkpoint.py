@@ -87,7 +87,8 @@ def save(
     """Write ``model``'s compact checkpoint to ``directory`` (created if needed); return its path.
 
     ``metadata``: JSON-ready information kept with the checkpoint (and covered by its content hash),
-    e.g. the run config that built the model. Replacing an existing checkpoint is atomic.
+    e.g. the run config that built the model. Replacing an existing checkpoint is atomic. With task
+    masks, every task's mask is stored and the active task is recorded (``load`` activates it again).
     """
     _check_arguments("save(model, directory)", model, directory)
     cfg = get_config(model)
@@ -155,6 +156,7 @@ def save(
         "state_aliases": state_aliases,
         "base_fingerprints": base_fingerprints,
         "metadata": metadata or {},
+        **({"active_task": active} if cfg.tasks > 1 else {}),  # load makes it the active task again
         "tensors_file": f"supermask-{digest[:16]}.safetensors",
         "tensors_sha256": digest,
         "tensors_bytes": len(blob),
@@ -333,6 +335,9 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     except (SupermaskError, TypeError) as exc:
         raise CheckpointError(f"the checkpoint's config is invalid: {exc}") from exc
     layers: dict[str, Any] = meta["layers"]
+    active = meta.get("active_task", 0)  # absent: one task, or a bank saved before it was recorded
+    if not isinstance(active, int) or isinstance(active, bool) or not 0 <= active < saved_cfg.tasks:
+        raise CheckpointError(f"the checkpoint's active_task {active!r} is not one of its {saved_cfg.tasks} tasks")
     if not layers:
         raise CheckpointError("the checkpoint has no converted layers")
     # Convert exactly the saved layers (their names are the targets).
@@ -464,7 +469,7 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
             if dry_run:
                 _verify_masks(model, stored, rebuilt)
         for layer in layer_list:
-            layer.use_task(0)
+            layer.use_task(active)
     model.supermask_config = saved_cfg  # type: ignore[assignment,unused-ignore]
     model.supermask_report.left_dense = [str(n) for n in meta["left_dense"]]  # type: ignore[union-attr]
     return model
@@ -506,7 +511,7 @@ def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     """Convert ``model`` (the same architecture, unconverted) in place from a checkpoint; return it.
 
     All checks, a full trial conversion included, run on a copy first: on any error ``model`` is
-    left unchanged.
+    left unchanged. With task masks, the task that was active at ``save`` is active again.
     """
     _check_arguments("load(directory, model)", model, directory)
     meta, tensors = read_checkpoint(directory)
