@@ -207,6 +207,11 @@ def test_infer_task_follows_the_entropy_gradient_and_finds_tasks() -> None:
     assert right / total >= 0.6, (right, total)  # chance: 0.2 (digits, 60 steps a task: 14 of 20 here)
     with pytest.raises(supermask.SupermaskConfigError, match="tasks >= 2"):
         supermask.infer_task(supermask.to_supermask(mlp()), torch.randn(2, 1, 8, 8))
+    with pytest.raises(supermask.SupermaskConfigError, match="at least one input"):  # it answered task 0
+        supermask.infer_task(model, torch.randn(0, 1, 8, 8))
+    with pytest.raises(supermask.SupermaskError, match="not finite"):
+        supermask.infer_task(model, torch.full((4, 1, 8, 8), float("nan")))
+    assert supermask.current_task(model) == 0  # restored after an error too
 
 
 def test_split_tasks_from_the_cli_resume_and_report(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supermask.core.convert import get_config, supermask_layers
-from supermask.errors import SupermaskConfigError
+from supermask.errors import SupermaskConfigError, SupermaskError
 
 
 def set_task(model: nn.Module, task: int) -> None:
@@ -64,6 +64,8 @@ def infer_task(model: nn.Module, x: Any) -> int:
             layer._superposition = torch.tensordot(alphas.to(m.dtype), m, dims=1)
         out = model(**x) if isinstance(x, dict) else model(x)
         logits = getattr(out, "logits", out)
+        if not isinstance(logits, Tensor) or logits.numel() == 0:
+            raise SupermaskConfigError("infer_task needs a batch of at least one input: the model gave no outputs")
         log_p = F.log_softmax(logits.float().reshape(-1, logits.shape[-1]), dim=-1)
         entropy = -(log_p.exp() * log_p).sum(-1).mean()
         (grad,) = torch.autograd.grad(entropy, alphas)
@@ -72,4 +74,6 @@ def infer_task(model: nn.Module, x: Any) -> int:
             layer._superposition = None
         set_task(model, active)
         model.train(was)
+    if not bool(torch.isfinite(grad).all()):
+        raise SupermaskError("infer_task: the output entropy's gradient is not finite (NaN or inf outputs?)")
     return int(grad.argmin())
