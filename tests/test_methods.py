@@ -245,6 +245,41 @@ def test_a_setting_the_method_does_not_use_is_named_not_dropped_silently(tmp_pat
     assert result["ignored_settings"]["supermask.k"] == 0.3
 
 
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [  # a run that cannot follow the method's schedule stops before its first step, with the fix
+        (
+            ["supermask.method=gem-miner", "train.epochs=2"],
+            "never prunes.*supermask.options.period=1 \\(it prunes to k by epoch 1",
+        ),
+        (
+            ["supermask.method=gem-miner", "supermask.k=0.1", "supermask.options.prune_rate=0.2", "train.epochs=10"],
+            r"leaves 0\.64 of each layer after its last pruning in 10 epochs, above k=0\.1",
+        ),
+        (["supermask.method=iterand", "train.epochs=1", "train.max_steps=5"], "has 5: it would never re-draw one"),
+    ],
+)
+def test_a_schedule_the_run_cannot_follow_is_refused(items: list[str], message: str, tmp_path: Path) -> None:
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    cfg = load_run_config(None, [*items, f"train.out_dir={tmp_path}"])
+    with pytest.raises(SupermaskConfigError, match=message):
+        train(cfg, log=lambda *_: None)
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.pt"))  # nothing written
+
+
+def test_gem_miner_with_the_suggested_period_reaches_k_and_trains_after(tmp_path: Path) -> None:
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    items = ["supermask.method=gem-miner", "supermask.k=0.1", "supermask.options.period=1", "train.epochs=2"]
+    result = train(
+        load_run_config(None, [*items, "train.max_steps=3", f"train.out_dir={tmp_path}"]), log=lambda *_: None
+    )
+    assert result["kept_fraction"] <= 0.1 + 1e-3  # pruned to k at the end of epoch 1 (the 0.5 threshold may keep fewer)
+
+
 def test_gem_miner_schedule_clamp_penalty_and_permanent_pruning(tmp_path: Path) -> None:
     model = supermask.to_supermask(
         nn.Sequential(nn.Linear(10, 10)), supermask.SupermaskConfig(method="gem-miner", k=0.1)

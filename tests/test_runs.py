@@ -219,6 +219,10 @@ def test_an_unwritable_output_is_one_line_naming_the_path(tmp_path: Path, capsys
             "supermask.method=biprop supermask.options.scope=global supermask.scale_fan=true",
             r"'biprop' \(scope=global\) selects over all layers",
         ),
+        (  # about half of each layer is kept until the last pruning: Conv4's loss reached 5.4 million
+            "supermask.method=gem-miner supermask.scale_fan=true",
+            "method 'gem-miner' keeps about half of each layer.*Use supermask.scale_fan=false",
+        ),
     ],
 )
 def test_config_errors_are_one_line(item: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:

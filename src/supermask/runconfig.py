@@ -450,17 +450,13 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         check_device(t.device)
         check_precision(t.bf16, t.device)
     sm = cfg.supermask_config()  # validates every supermask option
-    if (
-        device
-        and sm.scale_fan
-        and sm.weight_init != "pretrained"
-        and not method_class(sm.method)(sm).keeps_k_in_each_layer()
-    ):
+    why = method_class(sm.method)(sm).why_layers_do_not_keep_k()
+    if device and sm.scale_fan and sm.weight_init != "pretrained" and why:
         # a new run only (device=True): saved runs of this combination still read, for reports and loads
         raise SupermaskConfigError(
             f"supermask.scale_fan=true scales each layer's fan by k, the fraction it keeps, but method "
-            f"{sm.method!r}{''.join(f' ({k}={v})' for k, v in sm.options.items())} selects over all layers at once: each layer "
-            "keeps another fraction, which changes as the scores train. Use supermask.scale_fan=false"
+            f"{sm.method!r}{''.join(f' ({k}={v})' for k, v in sm.options.items())} {why}. "
+            "Use supermask.scale_fan=false"
         )
     if d.classes is not None:
         available = DATASETS[d.name].num_classes

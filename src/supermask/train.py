@@ -30,7 +30,14 @@ from supermask import models
 from supermask.core import checkpoint
 from supermask.core.convert import merge, silent_outputs, sparsity_report, supermask_layers, to_supermask
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
-from supermask.errors import DataError, NonFiniteScoresError, RunBusyError, StorageError, TrainingError
+from supermask.errors import (
+    DataError,
+    NonFiniteScoresError,
+    RunBusyError,
+    StorageError,
+    SupermaskConfigError,
+    TrainingError,
+)
 from supermask.fileio import atomic_write, atomic_writer, make_dirs, remove_temp_files
 from supermask.precision import configured_device, precision_name, use_bf16, use_channels_last
 from supermask.runconfig import RunConfig, experiment_key, from_dict, to_yaml
@@ -488,6 +495,9 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         autocast = use_bf16(cfg.train.bf16, device)
         layers = [layer for _, layer in supermask_layers(model)]
         method = layers[0].method
+        problem = method.schedule_problem(cfg.train.epochs, total_steps)
+        if problem:
+            raise SupermaskConfigError(problem)
         if master and cfg.method_defaults:
             settings = ", ".join(f"{k}={v}" for k, v in cfg.method_defaults.items())
             log(f"method {method.name}: the paper's optimiser settings, as none were given: {settings}")

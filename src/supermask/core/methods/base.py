@@ -76,9 +76,15 @@ class MaskMethod:
         self.options: Any = parse_options(self, config.options)
 
     def keeps_k_in_each_layer(self) -> bool:
-        """Whether every layer keeps the fraction k (``scale_fan`` scales each layer's fan by k, which is
-        right only then). False for a selection over all layers at once."""
-        return True
+        """Whether every layer keeps the fraction k throughout training (``scale_fan`` scales each layer's
+        fan by k, which is right only then). False for a selection over all layers at once, or a density
+        that only reaches k late in training."""
+        return not self.why_layers_do_not_keep_k()
+
+    def why_layers_do_not_keep_k(self) -> str:
+        """Why a layer may keep another fraction than k during training ("" when every layer keeps k),
+        completing "method NAME ...": e.g. "selects over all layers at once"."""
+        return ""
 
     # --- conversion ------------------------------------------------------------------------------
     def check(self, sizes: list[int], k: float) -> None:
@@ -176,6 +182,12 @@ class MaskMethod:
         return weight
 
     # --- training hooks -------------------------------------------------------------------------------
+    def schedule_problem(self, epochs: int, steps: int) -> str:
+        """Why a run of ``epochs`` epochs and ``steps`` optimiser steps in all cannot do what this method's
+        k and options ask ("" when it can): ``supermask train`` stops with it before the first step, so a
+        run never reports a schedule it did not follow (e.g. Gem-Miner's k never reached)."""
+        return ""
+
     def before_step(self, layers: list[SupermaskLayer]) -> None:
         """Called after the backward pass, before the optimiser step (e.g. add a penalty's gradient)."""
 

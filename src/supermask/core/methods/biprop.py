@@ -42,8 +42,10 @@ class Biprop(EdgePopup):
     )
     Options = BipropOptions
 
-    def keeps_k_in_each_layer(self) -> bool:
-        return self.options.scope != "global"
+    def why_layers_do_not_keep_k(self) -> str:
+        if self.options.scope != "global":
+            return ""
+        return "selects over all layers at once: each layer keeps another fraction, which changes as the scores train"
 
     def check(self, sizes: list[int], k: float) -> None:
         if self.options.scope == "global":

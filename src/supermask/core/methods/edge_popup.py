@@ -63,8 +63,8 @@ class EdgePopupGlobal(EdgePopup):
     name = "edge-popup-global"
     summary = "scores; one top-k of |score| over all layers (each keeps >= 1); as edge-popup"
 
-    def keeps_k_in_each_layer(self) -> bool:
-        return False
+    def why_layers_do_not_keep_k(self) -> str:
+        return "selects over all layers at once: each layer keeps another fraction, which changes as the scores train"
 
     def check(self, sizes: list[int], k: float) -> None:
         check_global_k(k, sizes)

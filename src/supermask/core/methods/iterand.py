@@ -75,6 +75,16 @@ class IteRand(EdgePopup):
     def _fresh(self, name: str, shape: tuple[int, ...], fan_shape: tuple[int, ...], r: int) -> Tensor:
         return generate_weight(name, shape, self.config, self.config.k, fan_shape, salt=f"iterand-{r}")
 
+    def schedule_problem(self, epochs: int, steps: int) -> str:
+        freq = self.options.rerand_freq
+        if steps < freq:
+            return (
+                f"iterand re-draws pruned weights every rerand_freq={freq} optimiser steps, and this run has "
+                f"{steps}: it would never re-draw one and be edge-popup under another name. Set "
+                f"supermask.options.rerand_freq={max(1, steps // 2)} or less, or train longer"
+            )
+        return ""
+
     @torch.no_grad()
     def after_step(self, layers: list[SupermaskLayer]) -> None:
         for layer in layers:
