@@ -389,6 +389,14 @@ def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
             cli._sweep_runs(None, grid, tmp_path, [bad])
     with pytest.raises(SupermaskConfigError, match="'supermask.k=0.3,' has an empty value"):
         cli._sweep_runs(None, ["supermask.k=0.3,"], tmp_path)
+    # a fixed option of the one method --only keeps is resolved with that method (it was checked against
+    # the default method first: "method 'edge-popup' has no option(s) ['period']")
+    methods = ["supermask.method=edge-popup,gem-miner", "supermask.options.period=1", "train.seed=0,1"]
+    runs, out = cli._sweep_runs(None, methods, None, ["supermask.method=gem-miner"])
+    assert [r.name for r in runs] == ["mlp-gem-miner_method=gem-miner_seed=0", "mlp-gem-miner_method=gem-miner_seed=1"]
+    assert out == Path("runs") and runs[0].cfg.supermask["options"] == {"period": 1}
+    with pytest.raises(SupermaskConfigError, match=r"method 'edge-popup' has no option\(s\) \['period'\]"):
+        cli._sweep_runs(None, methods, None)  # the whole grid: edge-popup has no such option
 
 
 def test_concurrent_sweeps_never_train_a_run_twice(tmp_path: Path) -> None:

@@ -225,15 +225,19 @@ def _sweep_runs(
         else:
             fixed.append(item)
     keep = _parse_only(only or [], axes)
-    base = load_run_config(config, fixed)
-    out = out_dir or Path(base.train.out_dir)
+    if not axes:
+        load_run_config(config, fixed)  # a sweep without axes: its one config is checked here
     runs: list[_SweepRun] = []
+    out: Path | None = out_dir
     first_of: dict[str, str] = {}
     for point in itertools.product(*[[(k, v) for v in values] for k, values in axes]):
         if any(k in keep and v not in keep[k] for k, v in point):
             continue  # left out by --only, before its config is resolved (it may not resolve here)
         combo = tuple(f"{k}={v}" for k, v in point)
+        # the fixed items are resolved with each point's axes (an option of the one method that --only keeps)
         cfg = load_run_config(config, [*fixed, *combo])
+        if out is None:
+            out = Path(cfg.train.out_dir)
         short = "_".join(c.split(".", 1)[1] for c in combo)
         name = f"{cfg.model.name}-{cfg.supermask_config().method}" + (f"_{short}" if short else "")
         overrides = [*fixed, *combo, f"train.out_dir={out}", f"train.run_name={name}"]
@@ -245,6 +249,7 @@ def _sweep_runs(
             continue
         first_of[identity] = name
         runs.append(_SweepRun(name, overrides, cfg))
+    assert out is not None  # every axis keeps at least one value, so the grid has a point
     return runs, out
 
 
