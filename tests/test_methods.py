@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import supermask
+from supermask.core.init import generate_weight
 from supermask.core.layers import SupermaskLayer
 from supermask.core.masks import topk_mask
 from supermask.core.methods import MaskMethod, method_class, method_names, register_method
@@ -340,6 +341,54 @@ def test_iterand_redraws_pruned_weights_at_its_rate_and_deterministically() -> N
     b[0].method.after_step([b[0]])
     assert torch.equal(a[0].base_layer.weight, b[0].base_layer.weight)  # a pure function of the seed
     assert not torch.equal(_iterand(seed=5)[0].base_layer.weight, before)
+
+
+def test_set_k_with_scale_fan_keeps_iterand_redraws_and_save_load_exact(tmp_path: Path) -> None:
+    """With scale_fan the weights depend on k: set_k regenerates them, re-drawn ones included (it used to
+    drop IteRand's re-draws, and the checkpoint saved after it refused to load: checksum mismatch)."""
+    model = supermask.to_supermask(
+        nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)),
+        supermask.SupermaskConfig(method="iterand", k=0.5, scale_fan=True, options={"rerand_freq": 2, "rate": 0.5}),
+    )
+    layers = [layer for _, layer in supermask.supermask_layers(model)]
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x = torch.randn(8, 16)
+    for _ in range(4):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+        layers[0].method.after_step(layers)
+    assert int(layers[0].iterand_round.max()) == 2  # two rounds re-drew weights
+    supermask.set_k(model, 0.25)
+    for layer in layers:  # every weight at the new scale: round r's draw where r re-drew it, else the seed's
+        fresh = generate_weight(
+            layer.layer_name, tuple(layer.weight.shape), model.supermask_config, 0.25, layer.fan_shape()
+        )
+        for r in (1, 2):
+            redraw = generate_weight(
+                layer.layer_name,
+                tuple(layer.weight.shape),
+                model.supermask_config,
+                0.25,
+                layer.fan_shape(),
+                salt=f"iterand-{r}",
+            )
+            fresh = torch.where(layer.iterand_round == r, redraw, fresh)
+        assert torch.equal(layer.base_layer.weight, fresh)
+    model.eval()
+    supermask.save(model, tmp_path / "ck")
+    loaded = supermask.load(tmp_path / "ck", nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))).eval()
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_scale_fan_with_a_method_whose_layers_do_not_keep_k_is_refused_by_to_supermask_too() -> None:
+    for method, options in [("edge-popup-global", {}), ("biprop", {"scope": "global"}), ("gem-miner", {})]:
+        cfg = supermask.SupermaskConfig(method=method, options=options, scale_fan=True)
+        model = nn.Sequential(nn.Linear(8, 8))
+        before = model[0].weight.clone()
+        with pytest.raises(SupermaskConfigError, match="Use supermask.scale_fan=false"):
+            supermask.to_supermask(model, cfg)
+        assert torch.equal(model[0].weight, before) and not supermask.supermask_layers(model)  # unchanged
 
 
 def test_iterand_checkpoint_rebuilds_the_weights_and_stays_compact(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from supermask.core.config import SupermaskConfig
-from supermask.core.methods import method_class
+from supermask.core.methods import method_class, scale_fan_problem
 from supermask.errors import SupermaskConfigError
 
 
@@ -450,14 +450,9 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         check_device(t.device)
         check_precision(t.bf16, t.device)
     sm = cfg.supermask_config()  # validates every supermask option
-    why = method_class(sm.method)(sm).why_layers_do_not_keep_k()
-    if device and sm.scale_fan and sm.weight_init != "pretrained" and why:
-        # a new run only (device=True): saved runs of this combination still read, for reports and loads
-        raise SupermaskConfigError(
-            f"supermask.scale_fan=true scales each layer's fan by k, the fraction it keeps, but method "
-            f"{sm.method!r}{''.join(f' ({k}={v})' for k, v in sm.options.items())} {why}. "
-            "Use supermask.scale_fan=false"
-        )
+    problem = scale_fan_problem(method_class(sm.method)(sm))
+    if device and problem:  # a new run only (device=True): saved runs of this combination still read
+        raise SupermaskConfigError(problem)
     if d.classes is not None:
         available = DATASETS[d.name].num_classes
         if DATASETS[d.name].folder or d.split_tasks > 1:

@@ -741,8 +741,8 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
     plain = models.create(
         cfg.model.name, num_classes=classes, width=cfg.model.width, in_channels=channels, image_size=size
     )
-    if in_progress:
-        model = to_supermask(plain, cfg.supermask_config())
+    if in_progress:  # a saved run: its scores come from the state (and so do its config's checks)
+        model = to_supermask(plain, cfg.supermask_config(), _initial_scores=False)
         state = torch.load(p / TRAIN_STATE, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         return model, cfg, p / TRAIN_STATE

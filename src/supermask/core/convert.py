@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 from supermask.core.config import SupermaskConfig, check_k
 from supermask.core.init import generate_weight
 from supermask.core.layers import SupermaskConv, SupermaskConv1D, SupermaskLayer, SupermaskLinear
-from supermask.core.methods import MaskMethod, create_method, method_class, method_names
+from supermask.core.methods import MaskMethod, create_method, method_class, method_names, scale_fan_problem
 from supermask.errors import SupermaskConfigError, SupermaskError
 
 SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -379,6 +379,9 @@ def to_supermask(
     cfg = dataclasses.replace(config) if config is not None else SupermaskConfig()  # set_k must not edit the caller's
     plan = _plan(model, cfg)
     method = plan.method
+    problem = scale_fan_problem(method)
+    if problem and _weights is None and _initial_scores:  # a new conversion (a saved one still loads)
+        raise SupermaskConfigError(problem)
     # Generate everything first: nothing is changed until all of it exists.
     new_tensors = []
     for name, module in plan.targets:
@@ -478,12 +481,17 @@ def set_k(model: nn.Module, k: float) -> None:
         users = ", ".join(n for n in method_names() if method_class(n).uses_k)
         raise SupermaskConfigError(f"k has no effect for method {cfg.method!r}; it is used by: {users}")
     method.check([int(layer.base_layer.weight.numel()) for _, layer in layers], k)
+    rebuilt: dict[str, torch.Tensor] = {}
+    if cfg.scale_fan and cfg.weight_init != "pretrained":  # the weights' scale depends on k: regenerate them
+        for name, layer in layers:  # all made before any is changed
+            w = layer.base_layer.weight
+            fresh = generate_weight(name, tuple(w.shape), cfg, k, layer.fan_shape())
+            rebuilt[name] = method.rebuild_weight(layer, fresh, k)  # with what training re-drew (IteRand)
     for name, layer in layers:
         layer.k = k
-        if cfg.scale_fan and cfg.weight_init != "pretrained":  # the weights' scale depends on k: regenerate them
-            w = layer.base_layer.weight
+        if name in rebuilt:
             with torch.no_grad():
-                w.copy_(generate_weight(name, tuple(w.shape), cfg, k, layer.fan_shape()))
+                layer.base_layer.weight.copy_(rebuilt[name])
     cfg.k = k
 
 

@@ -11,6 +11,7 @@ from supermask.core.methods.base import (
     method_class,
     method_names,
     register_method,
+    scale_fan_problem,
 )
 from supermask.core.methods import edge_popup  # noqa: F401  (registers edge-popup, edge-popup-global)
 from supermask.core.methods import bernoulli  # noqa: F401
@@ -21,4 +22,12 @@ from supermask.core.methods import threshold  # noqa: F401
 from supermask.core.methods import gem_miner  # noqa: F401
 from supermask.core.methods import iterand  # noqa: F401
 
-__all__ = ["MaskMethod", "NoOptions", "create_method", "method_class", "method_names", "register_method"]
+__all__ = [
+    "MaskMethod",
+    "NoOptions",
+    "create_method",
+    "method_class",
+    "method_names",
+    "register_method",
+    "scale_fan_problem",
+]

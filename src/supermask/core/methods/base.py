@@ -181,6 +181,12 @@ class MaskMethod:
         (IteRand re-draws some weights during training); checked against the saved checksum."""
         return weight
 
+    def rebuild_weight(self, layer: SupermaskLayer, weight: Tensor, k: float) -> Tensor:
+        """The layer's frozen weight at kept fraction ``k`` from its seed-generated one (``weight``, made at
+        ``k``) and the method's live state; ``set_k`` calls it when ``scale_fan`` makes the weights depend
+        on k (IteRand: the weights re-drawn in training, re-drawn at the new scale too)."""
+        return weight
+
     # --- training hooks -------------------------------------------------------------------------------
     def schedule_problem(self, epochs: int, steps: int) -> str:
         """Why a run of ``epochs`` epochs and ``steps`` optimiser steps in all cannot do what this method's
@@ -281,3 +287,18 @@ def method_class(name: str) -> type[MaskMethod]:
 def create_method(config: SupermaskConfig) -> MaskMethod:
     """A fresh method instance for one model."""
     return method_class(config.method)(config)
+
+
+def scale_fan_problem(method: MaskMethod) -> str:
+    """Why ``scale_fan=true`` is wrong for this method and config ("" when it is right): it scales each
+    layer's fan by k, which assumes every layer keeps k while it trains. A config error for new
+    conversions and runs; saved ones still load."""
+    cfg = method.config
+    why = method.why_layers_do_not_keep_k()
+    if not (cfg.scale_fan and cfg.weight_init != "pretrained" and why):
+        return ""
+    options = "".join(f" ({k}={v})" for k, v in cfg.options.items())
+    return (
+        f"supermask.scale_fan=true scales each layer's fan by k, the fraction it keeps, but method "
+        f"{cfg.method!r}{options} {why}. Use supermask.scale_fan=false"
+    )

@@ -72,8 +72,25 @@ class IteRand(EdgePopup):
             layer.register_buffer("iterand_round", torch.zeros_like(layer.base_layer.weight, dtype=torch.int32))
             layer.register_buffer("iterand_step", torch.zeros((), dtype=torch.int64))
 
-    def _fresh(self, name: str, shape: tuple[int, ...], fan_shape: tuple[int, ...], r: int) -> Tensor:
-        return generate_weight(name, shape, self.config, self.config.k, fan_shape, salt=f"iterand-{r}")
+    def _fresh(
+        self, name: str, shape: tuple[int, ...], fan_shape: tuple[int, ...], r: int, k: float | None = None
+    ) -> Tensor:
+        k = self.config.k if k is None else k
+        return generate_weight(name, shape, self.config, k, fan_shape, salt=f"iterand-{r}")
+
+    def _redrawn(
+        self, name: str, weight: Tensor, fan_shape: tuple[int, ...], rounds: Tensor, k: float | None = None
+    ) -> Tensor:
+        """``weight`` with every weight whose last re-draw was round r > 0 replaced by round r's draw."""
+        out = weight.clone()
+        for r in torch.unique(rounds).tolist():
+            if r:
+                chosen = rounds == r
+                out[chosen] = self._fresh(name, tuple(weight.shape), fan_shape, int(r), k)[chosen]
+        return out
+
+    def rebuild_weight(self, layer: SupermaskLayer, weight: Tensor, k: float) -> Tensor:
+        return self._redrawn(layer.layer_name, weight, layer.fan_shape(), layer.iterand_round.detach().cpu(), k)
 
     def schedule_problem(self, epochs: int, steps: int) -> str:
         freq = self.options.rerand_freq
@@ -126,14 +143,7 @@ class IteRand(EdgePopup):
         return rounds.astype(np.int64).reshape(shape)
 
     def restore_weight(self, name: str, weight: Tensor, fan_shape: tuple[int, ...], extra: dict[str, Tensor]) -> Tensor:
-        shape = tuple(weight.shape)
-        rounds = torch.from_numpy(self._rounds(name, shape, extra))
-        out = weight.clone()
-        for r in torch.unique(rounds).tolist():
-            if r:
-                chosen = rounds == r
-                out[chosen] = self._fresh(name, shape, fan_shape, int(r))[chosen]
-        return out
+        return self._redrawn(name, weight, fan_shape, torch.from_numpy(self._rounds(name, tuple(weight.shape), extra)))
 
     def load_extra_state(self, layers: list[SupermaskLayer], tensors: dict[str, Tensor]) -> None:
         for layer in layers:
