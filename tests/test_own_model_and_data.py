@@ -20,6 +20,18 @@ def small(num_classes, image_size=8, in_channels=1):
 def broken():
     return "not a module"
 
+def fails(num_classes):
+    raise ValueError("no weights file here")
+
+def wrong_head(num_classes, image_size=8, in_channels=1):  # ignores num_classes
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 3))
+
+def wide_head(num_classes, image_size=8, in_channels=1):  # 1000 outputs, as an ImageNet head
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, 1000))
+
+def image_out(num_classes, image_size=8, in_channels=1):  # a feature map, not logits
+    return nn.Sequential(nn.Conv2d(in_channels, num_classes, 3, padding=1))
+
 CONSTANT = 3
 """
 
@@ -35,6 +47,7 @@ def test_a_model_of_your_own_trains_and_evaluates(own_module: str, tmp_path: Pat
     runs = tmp_path / "runs"
     assert cli.main(["train", f"model.name={own_module}:small", f"train.out_dir={runs}", "train.epochs=5"]) == 0
     run_dir = next(runs.iterdir())
+    assert run_dir.name == f"{own_module}_small-digits-edge-popup-k0.5-s0"  # one portable folder name, no ':'
     assert json.loads((run_dir / "result.json").read_text())["accuracy"] > 0.8
     capsys.readouterr()
     assert cli.main(["eval", str(run_dir), "--json"]) == 0  # the factory is called again to rebuild it
@@ -49,6 +62,11 @@ def test_a_model_of_your_own_trains_and_evaluates(own_module: str, tmp_path: Pat
         ("{mod}:CONSTANT", "'CONSTANT' is not callable"),
         ("{mod}:broken", "returned str, not a torch.nn.Module"),
         ("{mod}:", "is written package.module:callable"),
+        ("{mod}:fails", "failed: ValueError: no weights file here"),  # was a traceback
+        # a head of another size: an IndexError traceback (fewer outputs) or a run without a word (more)
+        ("{mod}:wrong_head", "gives a tensor of shape (64, 3) for a batch, and the data has 10 classes"),
+        ("{mod}:wide_head", "gives a tensor of shape (64, 1000) for a batch, and the data has 10 classes"),
+        ("{mod}:image_out", "gives a tensor of shape (64, 10, 8, 8) for a batch"),
     ],
 )
 def test_a_wrong_model_factory_is_one_clear_line(

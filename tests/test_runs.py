@@ -397,6 +397,15 @@ def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
     assert out == Path("runs") and runs[0].cfg.supermask["options"] == {"period": 1}
     with pytest.raises(SupermaskConfigError, match=r"method 'edge-popup' has no option\(s\) \['period'\]"):
         cli._sweep_runs(None, methods, None)  # the whole grid: edge-popup has no such option
+    # a value with a slash in it makes one folder name, and two values one name cannot tell apart are refused
+    assert [r.name for r in cli._sweep_runs(None, ["supermask.target_modules=net/0,net/2"], tmp_path)[0]] == [
+        "mlp-edge-popup_target_modules=net_0",
+        "mlp-edge-popup_target_modules=net_2",
+    ]
+    with pytest.raises(
+        SupermaskConfigError, match="two grid points get the run name 'mlp-edge-popup_target_modules=n_0_'"
+    ):
+        cli._sweep_runs(None, ["supermask.target_modules=n[0],n(0)"], tmp_path)
 
 
 def test_concurrent_sweeps_never_train_a_run_twice(tmp_path: Path) -> None:

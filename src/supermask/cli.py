@@ -210,7 +210,7 @@ def _sweep_runs(
     """Every grid point's checked config, grid points of the same experiment (and seed) merged into one.
     ``only`` keeps the grid points whose axes take the given values; run names stay the whole grid's."""
     from supermask.precision import run_precision
-    from supermask.runconfig import experiment_key, load_run_config, parse_override
+    from supermask.runconfig import experiment_key, load_run_config, parse_override, safe_name
 
     axes: list[tuple[str, list[str]]] = []
     fixed: list[str] = []
@@ -239,7 +239,7 @@ def _sweep_runs(
         if out is None:
             out = Path(cfg.train.out_dir)
         short = "_".join(c.split(".", 1)[1] for c in combo)
-        name = f"{cfg.model.name}-{cfg.supermask_config().method}" + (f"_{short}" if short else "")
+        name = safe_name(f"{cfg.model.name}-{cfg.supermask_config().method}" + (f"_{short}" if short else ""))
         overrides = [*fixed, *combo, f"train.out_dir={out}", f"train.run_name={name}"]
         cfg = load_run_config(config, overrides)
         precision = run_precision(cfg)
@@ -247,6 +247,11 @@ def _sweep_runs(
         if identity in first_of:
             print(f"{name}: the same experiment as {first_of[identity]}; run once")
             continue
+        if name in first_of.values():  # two experiments, one folder: values differing only in unsafe characters
+            raise SupermaskConfigError(
+                f"two grid points get the run name {name!r} ({', '.join(combo)} and another): their values "
+                "differ only in characters a folder name cannot hold; spell them apart"
+            )
         first_of[identity] = name
         runs.append(_SweepRun(name, overrides, cfg))
     assert out is not None  # every axis keeps at least one value, so the grid has a point

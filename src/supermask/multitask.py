@@ -77,6 +77,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         build_model,
         build_optimizer,
         check_has_batches,
+        check_outputs,
         check_same_precision,
         describe_hardware,
         evaluate,
@@ -121,6 +122,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
                     group["lr"] = learning_rate(cfg, epoch * steps + step, cfg.train.epochs * steps, steps)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     out = model(x)
+                check_outputs(out, per_task, cfg)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
                 optimizer_step(loss, optimizer, method, layers)
                 loss_sum += float(loss.detach()) * len(y)

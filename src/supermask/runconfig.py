@@ -134,10 +134,16 @@ class RunConfig:
             return self.train.run_name
         sm = self.supermask_config()
         k = f"-k{sm.k}" if method_class(sm.method).uses_k else ""
-        return f"{self.model.name}-{self.data.name}-{sm.method}{k}-s{self.train.seed}"
+        return safe_name(f"{self.model.name}-{self.data.name}-{sm.method}{k}-s{self.train.seed}")
 
     def run_dir(self) -> Path:
         return Path(self.train.out_dir) / self.run_name()
+
+
+def safe_name(text: str) -> str:
+    """A generated run name as one portable folder name: every character but letters, digits and
+    ``. = + , -`` becomes ``_`` (``pkg.models:net`` -> ``pkg.models_net``; a path value's ``/`` too)."""
+    return re.sub(r"[^\w.=+,-]", "_", text)
 
 
 def experiment_key(config: dict[str, Any]) -> dict[str, Any]:

@@ -327,6 +327,19 @@ def _result_without_state(run_dir: Path, state_file: str) -> dict[str, Any] | No
     return None
 
 
+def check_outputs(out: Any, classes: int, cfg: RunConfig) -> None:
+    """The model's output must be a (batch, classes) tensor of logits: a head of another size would
+    fail on a label it lacks (an IndexError deep in the loss) or, larger, train without a word."""
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] == classes:
+        return
+    got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+    raise TrainingError(
+        f"model.name={cfg.model.name} gives {got} for a batch, and the data has {classes} classes: it must give "
+        f"(batch, {classes}) logits (the model is built with num_classes={classes}; a model of your own should "
+        "use it)"
+    )
+
+
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, method: Any, layers: list[Any]) -> None:
     """One step from a loss: gradients, the mask method's hooks around the optimiser step (clamping,
     pruning, re-randomisation), the step."""
@@ -561,6 +574,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                     except NonFiniteScoresError:  # diverged scores: stop as for a NaN loss, below
                         loss_sum.fill_(math.nan)
                         break
+                    check_outputs(out, num_classes, cfg)
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
                 optimizer_step(loss, optimizer, method, layers)
                 loss_sum += loss.detach() * len(y)

@@ -71,8 +71,10 @@ def _create_own(name: str, **offered: Any) -> nn.Module:
     kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
     try:
         model = fn(**kwargs)
-    except TypeError as exc:
-        raise SupermaskConfigError(f"model.name={name!r}: calling it with {sorted(kwargs)} failed: {exc}") from exc
+    except Exception as exc:  # the factory's own failure: the user's to fix, said in one line
+        raise SupermaskConfigError(
+            f"model.name={name!r}: calling it with {sorted(kwargs)} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(model, nn.Module):
         raise SupermaskConfigError(f"model.name={name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
