@@ -27,6 +27,25 @@ def test_mnist_from_shared(shared_data: Path) -> None:
     assert y[:5].tolist() == [5, 0, 4, 1, 9]
 
 
+def test_mnist_unpacked_and_in_torchvisions_layout_is_read_and_checked(shared_data: Path, tmp_path: Path) -> None:
+    """The raw IDX files (gunzipped, as torchvision's MNIST/raw holds them) are read offline, md5-checked;
+    they used to be ignored, and a download tried."""
+    import gzip
+
+    gz = data.load_arrays("mnist", shared_data / "mnist")
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (shared_data / "mnist").glob("*.gz"):
+        (raw / f.name.removesuffix(".gz")).write_bytes(gzip.decompress(f.read_bytes()))
+    arrays = data.load_arrays("mnist", tmp_path)
+    for split in ("train", "test"):
+        assert all(np.array_equal(a, b) for a, b in zip(arrays[split], gz[split]))
+    with open(raw / "t10k-labels-idx1-ubyte", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte has the wrong md5 .*unpacked"):
+        data.load_arrays("mnist", tmp_path)
+
+
 def test_cifar10_jpeg75_from_shared(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPERMASK_DATA", str(tmp_path / "cache"))
     archive = shared_data / "cifar10-jpeg75" / "cifar-10-jpeg75-python.tar.gz"

@@ -52,11 +52,23 @@ def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
 
 
 def fetch(name: str, root: Path, info: DatasetInfo) -> dict[str, Path]:
-    """Paths of the data set's files, found in ``root`` or ``root/name`` or downloaded (md5-checked)."""
+    """Paths of the data set's files, found in ``root`` or ``root/name`` (or torchvision's ``root/MNIST/raw``),
+    gzipped or, where the unpacked md5 is known, unpacked; else downloaded. Every file md5-checked."""
     found: dict[str, Path] = {}
+    folders = [root, root / name, *[root / d / "raw" for d in info.torchvision_folders]]
     for remote in info.files:
-        candidates = [root / remote.name, root / name / remote.name]
-        path = next((p for p in candidates if p.is_file()), None)
+        path = next((f / remote.name for f in folders if (f / remote.name).is_file()), None)
+        unpacked = remote.name.removesuffix(".gz")
+        if path is None and remote.unpacked_md5 is not None:
+            path = next((f / unpacked for f in folders if (f / unpacked).is_file()), None)
+            if path is not None:
+                if md5sum(path) != remote.unpacked_md5:
+                    raise DataError(
+                        f"{path} has the wrong md5 (expected {remote.unpacked_md5} for {name}, unpacked); it is "
+                        "corrupt or a different variant of the data set. Delete it to download the original"
+                    )
+                found[remote.name] = path
+                continue
         if path is None:
             if not info.urls:
                 raise DataError(

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 class RemoteFile:
     name: str
     md5: str
+    #: md5 of the file gunzipped, where a folder may hold it unpacked (MNIST's raw IDX files)
+    unpacked_md5: str | None = None
 
 
 @dataclass(frozen=True)
@@ -26,13 +28,15 @@ class DatasetInfo:
     members: tuple[RemoteFile, ...] = ()
     # a class-per-folder image directory (data.root with train/ and val/ or test/), read by DataLoader workers
     folder: bool = False
+    # torchvision's folder names for this data set (root/NAME/raw holds its files there)
+    torchvision_folders: tuple[str, ...] = ()
 
 
-_MNIST_FILES = (
-    RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    RemoteFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-    RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-    RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+_MNIST_FILES = (  # the unpacked md5s: of the gunzipped originals
+    RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+    RemoteFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
+    RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
+    RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
 )
 _FASHION_FILES = (
     RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
@@ -66,6 +70,7 @@ DATASETS: dict[str, DatasetInfo] = {
         False,
         urls=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         files=_MNIST_FILES,
+        torchvision_folders=("MNIST",),
     ),
     "fashion-mnist": DatasetInfo(
         10,
@@ -76,6 +81,7 @@ DATASETS: dict[str, DatasetInfo] = {
         False,
         urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         files=_FASHION_FILES,
+        torchvision_folders=("FashionMNIST",),
     ),
     "cifar10": DatasetInfo(
         10,
