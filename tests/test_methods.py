@@ -486,7 +486,9 @@ def test_a_layer_whose_outputs_are_starved_is_flagged_and_the_run_warns(tmp_path
 
     def conv4(method: str) -> nn.Module:
         model = create("conv4", num_classes=10, in_channels=3, image_size=32)
-        return supermask.to_supermask(model, supermask.SupermaskConfig(method=method, k=0.05, scale_fan=True, seed=0))
+        return supermask.to_supermask(
+            model, supermask.SupermaskConfig(method=method, k=0.05, seed=0)
+        )  # scale_fan or not
 
     assert [(r["name"], r["kept"], r["silent"], r["outputs"]) for r in silent_outputs(conv4("edge-popup-global"))] == [
         ("classifier.1", 1, 255, 256)
