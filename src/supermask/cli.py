@@ -225,8 +225,6 @@ def _sweep_runs(
         else:
             fixed.append(item)
     keep = _parse_only(only or [], axes)
-    if not axes:
-        load_run_config(config, fixed)  # a sweep without axes: its one config is checked here
     runs: list[_SweepRun] = []
     out: Path | None = out_dir
     first_of: dict[str, str] = {}

@@ -380,7 +380,7 @@ def to_supermask(
     plan = _plan(model, cfg)
     method = plan.method
     problem = scale_fan_problem(method)
-    if problem and _weights is None and _initial_scores:  # a new conversion (a saved one still loads)
+    if problem and _initial_scores:  # a new conversion (a saved one, scores from its masks or state, still loads)
         raise SupermaskConfigError(problem)
     # Generate everything first: nothing is changed until all of it exists.
     new_tensors = []

@@ -75,15 +75,10 @@ class MaskMethod:
         self.config = config
         self.options: Any = parse_options(self, config.options)
 
-    def keeps_k_in_each_layer(self) -> bool:
-        """Whether every layer keeps the fraction k throughout training (``scale_fan`` scales each layer's
-        fan by k, which is right only then). False for a selection over all layers at once, or a density
-        that only reaches k late in training."""
-        return not self.why_layers_do_not_keep_k()
-
     def why_layers_do_not_keep_k(self) -> str:
-        """Why a layer may keep another fraction than k during training ("" when every layer keeps k),
-        completing "method NAME ...": e.g. "selects over all layers at once"."""
+        """Why a layer may keep another fraction than k during training ("" when every layer keeps k, the
+        one case where ``scale_fan``, which scales each layer's fan by k, is right), completing "method
+        NAME ...": e.g. "selects over all layers at once"."""
         return ""
 
     # --- conversion ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from supermask.core.methods.base import register_method
-from supermask.core.methods.edge_popup import EdgePopup, GlobalTopK, check_global_k
+from supermask.core.methods.edge_popup import GLOBAL_SELECTION, EdgePopup, GlobalTopK, check_global_k
 from supermask.errors import SupermaskConfigError
 
 if TYPE_CHECKING:
@@ -43,9 +43,7 @@ class Biprop(EdgePopup):
     Options = BipropOptions
 
     def why_layers_do_not_keep_k(self) -> str:
-        if self.options.scope != "global":
-            return ""
-        return "selects over all layers at once: each layer keeps another fraction, which changes as the scores train"
+        return GLOBAL_SELECTION if self.options.scope == "global" else ""
 
     def check(self, sizes: list[int], k: float) -> None:
         if self.options.scope == "global":

@@ -56,6 +56,12 @@ class EdgePopup(MaskMethod):
         return topk_mask(flat, layer.kept(), sync_free=True).reshape(scores.shape)
 
 
+#: why a selection over all layers at once does not keep k in each layer (``why_layers_do_not_keep_k``)
+GLOBAL_SELECTION = (
+    "selects over all layers at once: each layer keeps another fraction, which changes as the scores train"
+)
+
+
 @register_method
 class EdgePopupGlobal(EdgePopup):
     """One top-k over all converted layers; every layer keeps at least its best weight."""
@@ -64,7 +70,7 @@ class EdgePopupGlobal(EdgePopup):
     summary = "scores; one top-k of |score| over all layers (each keeps >= 1); as edge-popup"
 
     def why_layers_do_not_keep_k(self) -> str:
-        return "selects over all layers at once: each layer keeps another fraction, which changes as the scores train"
+        return GLOBAL_SELECTION
 
     def check(self, sizes: list[int], k: float) -> None:
         check_global_k(k, sizes)
