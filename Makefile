@@ -21,8 +21,8 @@ test: $(VENV)/.installed  ## the whole test suite (exit 5, "no tests ran", count
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks experiments
+	$(VENV)/bin/ruff format --check src tests benchmarks experiments
 	$(VENV)/bin/mypy src
 
 bench: $(VENV)/.installed  ## benchmarks (not tests): prints medians and ratios
