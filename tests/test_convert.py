@@ -448,6 +448,10 @@ class _Tied(nn.Module):
         (lambda: nn.Linear(4, 4), r"The model is itself a Linear: .* wrap it: nn.Sequential\(model\)"),
         (lambda: nn.LSTM(4, 4), "The model is itself a LSTM, which cannot be masked: RNN/LSTM/GRU"),
         (lambda: nn.Sequential(nn.ReLU()), "It has no nn.Linear, nn.Conv1d/2d/3d"),
+        (
+            lambda: torch.jit.script(nn.Sequential(nn.Linear(4, 4))),
+            "The model is a TorchScript module .* convert the original nn.Module",
+        ),
     ],
 )
 def test_when_nothing_is_converted_the_error_says_why(make, says) -> None:  # type: ignore[no-untyped-def]

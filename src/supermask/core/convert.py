@@ -250,6 +250,12 @@ def _plan(model: nn.Module, cfg: SupermaskConfig) -> _Plan:
 def _nothing_to_convert(model: nn.Module, cfg: SupermaskConfig, candidates: list[str], report: ConversionReport) -> str:
     """Why no module was converted: what matched, what was left dense, and what was skipped and why."""
     parts = [f"no module matched: target_modules={cfg.target_modules!r}, exclude_modules={cfg.exclude_modules!r}."]
+    if isinstance(model, torch.jit.ScriptModule):
+        parts.append(
+            "The model is a TorchScript module (torch.jit.script / trace), whose submodules are compiled code: "
+            "convert the original nn.Module, then script the result if you need TorchScript."
+        )
+        return " ".join(parts)
     root_reason = _unsupported_reason(model)
     if root_reason is not None:
         parts.append(f"The model is itself a {type(model).__name__}, which cannot be masked: {root_reason}.")
