@@ -466,3 +466,12 @@ def test_left_dense_layers_are_named_when_they_leave_nothing() -> None:
     model = nn.Sequential(nn.Linear(4, 4))
     with pytest.raises(supermask.SupermaskError, match=r"Left dense by first_layer_dense / last_layer_dense: \['0'\]"):
         supermask.to_supermask(model, SupermaskConfig(first_layer_dense=True))
+
+
+def test_a_model_on_the_meta_device_is_refused_before_anything_changes() -> None:
+    # meta tensors hold no values: the "frozen random weights" would be whatever memory to_empty() leaves
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(supermask.SupermaskError, match=r"on the meta device .*first: '0.weight'.* materialise"):
+        supermask.to_supermask(model, SupermaskConfig())
+    assert type(model[0]) is nn.Linear and not hasattr(model, "supermask_config")

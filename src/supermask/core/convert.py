@@ -7,6 +7,7 @@ module raises with the model untouched.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -383,6 +384,13 @@ def to_supermask(
     ``model.supermask_config`` records the config. Raises before changing anything.
     """
     cfg = dataclasses.replace(config) if config is not None else SupermaskConfig()  # set_k must not edit the caller's
+    on_meta = [name for name, p in itertools.chain(model.named_parameters(), model.named_buffers()) if p.is_meta]
+    if on_meta:
+        raise SupermaskError(
+            f"{len(on_meta)} parameter(s)/buffer(s) are on the meta device and hold no values (first: {on_meta[0]!r}): "
+            "materialise the model first (load its weights, or model.to_empty(device=...) and initialise it), "
+            "then convert"
+        )
     plan = _plan(model, cfg)
     method = plan.method
     problem = scale_fan_problem(method)
