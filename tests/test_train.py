@@ -254,6 +254,37 @@ def test_report_gives_no_std_for_one_seed(tmp_path: Path) -> None:
     assert csv_rows[1].endswith(",60.0,")  # the std column is empty, not 0
 
 
+def test_report_names_unfinished_runs_it_leaves_out(tmp_path: Path) -> None:
+    """A report made while a sweep runs must not pass for the whole grid: runs that started (config.yaml
+    with metrics or a training state) but have no result.json are named in results.md and on stderr."""
+    from supermask.report import unfinished_runs, write_report
+
+    def run_dir(name: str, *files: str) -> Path:
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        for f in files:
+            (d / f).write_text("{}")
+        return d
+
+    done = run_dir("done", "config.yaml", "metrics.jsonl")
+    r = dict(dataset="d", model="m", width=1.0, method="edge-popup", weight_init="signed_constant", k=0.5,
+             seed=0, epochs=1, kept_fraction=0.5, accuracy=0.5, device="cpu")  # fmt: skip
+    (done / "result.json").write_text(json.dumps(r))
+    (done / "supermask").mkdir()  # its exported checkpoint: not a run
+    (done / "supermask" / "config.yaml").write_text("{}")
+    write_report(tmp_path / "runs")
+    assert "unfinished" not in (tmp_path / "runs" / "results.md").read_text()
+    running = run_dir("running", "config.yaml", "metrics.jsonl")
+    stopped = run_dir("stopped", "config.yaml", "train_state.pt")
+    run_dir("never-started", "config.yaml")  # nothing trained: no run to speak of
+    assert sorted(unfinished_runs(tmp_path / "runs")) == [running, stopped]
+    write_report(tmp_path / "runs")
+    note = (tmp_path / "runs" / "results.md").read_text().splitlines()[-1]
+    assert note == "Not in the table: 2 unfinished run(s) (no result.json yet): running, stopped."
+    rep = run_cli("report", "runs", cwd=tmp_path)
+    assert rep.returncode == 0 and "note: 2 unfinished run(s) left out of the table" in rep.stderr
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

@@ -370,11 +370,19 @@ def _run_pool(runs: list[_SweepRun], jobs: int, config: str | None) -> list[str]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from supermask.report import write_report
+    from supermask.report import unfinished_runs, write_report
 
-    paths = write_report([Path(d) for d in args.runs_dir], Path(args.out) if args.out else None)
+    dirs = [Path(d) for d in args.runs_dir]
+    paths = write_report(dirs, Path(args.out) if args.out else None)
     for p in paths:
         print(p)
+    unfinished = unfinished_runs(dirs)
+    if unfinished:
+        print(
+            f"note: {len(unfinished)} unfinished run(s) left out of the table (no result.json yet), "
+            f"e.g. {unfinished[0]}; the note is in results.md too",
+            file=sys.stderr,
+        )
     return 0
 
 

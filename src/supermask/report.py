@@ -63,6 +63,21 @@ def _result_files(runs_dirs: Path | list[Path]) -> list[Path]:
     return list(seen.values())
 
 
+def unfinished_runs(runs_dirs: Path | list[Path]) -> list[Path]:
+    """Run directories below the folders that started (``config.yaml`` beside ``metrics.jsonl`` or
+    ``train_state.pt``) but have no ``result.json`` yet: running, stopped or failed. A report leaves them
+    out and says so."""
+    dirs = [runs_dirs] if isinstance(runs_dirs, Path) else runs_dirs
+    seen: dict[Path, Path] = {}
+    for d in dirs:
+        for config in sorted(d.rglob("config.yaml")):
+            run = config.parent
+            started = (run / "metrics.jsonl").exists() or (run / "train_state.pt").exists()
+            if started and not (run / "result.json").exists():
+                seen.setdefault(run.resolve(), run)
+    return list(seen.values())
+
+
 def collect(runs_dir: Path | list[Path]) -> list[dict[str, Any]]:
     """Every ``result.json`` below ``runs_dir`` (one folder or several), with ``experiment``: its
     flattened experiment key."""
@@ -238,6 +253,11 @@ def write_report(runs_dir: Path | list[Path], out: Path | None = None) -> list[P
         "distinct seeds, and ± is the sample standard deviation (n - 1 in the denominator) over those n seeds "
         "(none for n = 1)."
     )
+    unfinished = unfinished_runs(dirs)
+    if unfinished:  # a table made mid-sweep must not pass for the whole grid
+        names = ", ".join(r.name for r in unfinished[:10]) + (" and more" if len(unfinished) > 10 else "")
+        lines.append("")
+        lines.append(f"Not in the table: {len(unfinished)} unfinished run(s) (no result.json yet): {names}.")
     atomic_write(out / "results.md", "\n".join(lines) + "\n")
     varying = _varying([r["experiment"] for r in rows])
     run_fields = ["dataset", "model", "width", "method", "weight_init", "k", *varying, "seed", "epochs"]
