@@ -475,3 +475,15 @@ def test_a_model_on_the_meta_device_is_refused_before_anything_changes() -> None
     with pytest.raises(supermask.SupermaskError, match=r"on the meta device .*first: '0.weight'.* materialise"):
         supermask.to_supermask(model, SupermaskConfig())
     assert type(model[0]) is nn.Linear and not hasattr(model, "supermask_config")
+
+
+def test_a_torchscript_submodule_is_reported_with_its_reason() -> None:
+    model = nn.Sequential(torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.ReLU())), nn.Linear(4, 2))
+    supermask.to_supermask(model, SupermaskConfig())
+    [entry] = model.supermask_report.unconverted
+    assert entry.name == "0.0" and "TorchScript module" in entry.reason and "convert the original" in entry.reason
+    with pytest.raises(supermask.SupermaskError, match=r"module '0.0' \(RecursiveScriptModule\) .* TorchScript"):
+        supermask.to_supermask(
+            nn.Sequential(torch.jit.script(nn.Sequential(nn.Linear(4, 4))), nn.Linear(4, 2)),
+            SupermaskConfig(unsupported="raise"),
+        )

@@ -53,29 +53,32 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
 
 
-def _result_files(runs_dirs: Path | list[Path]) -> list[Path]:
-    """Every ``result.json`` below the folders, each once (folders may nest or repeat)."""
+def _files_below(runs_dirs: Path | list[Path], name: str) -> list[Path]:
+    """Every file called ``name`` below the folders, each once (folders may nest or repeat)."""
     dirs = [runs_dirs] if isinstance(runs_dirs, Path) else runs_dirs
     seen: dict[Path, Path] = {}
     for d in dirs:
-        for path in sorted(d.rglob("result.json")):
+        for path in sorted(d.rglob(name)):
             seen.setdefault(path.resolve(), path)
     return list(seen.values())
 
 
+def _result_files(runs_dirs: Path | list[Path]) -> list[Path]:
+    """Every ``result.json`` below the folders, each once."""
+    return _files_below(runs_dirs, "result.json")
+
+
 def unfinished_runs(runs_dirs: Path | list[Path]) -> list[Path]:
     """Run directories below the folders that started (``config.yaml`` beside ``metrics.jsonl`` or
-    ``train_state.pt``) but have no ``result.json`` yet: running, stopped or failed. A report leaves them
-    out and says so."""
-    dirs = [runs_dirs] if isinstance(runs_dirs, Path) else runs_dirs
-    seen: dict[Path, Path] = {}
-    for d in dirs:
-        for config in sorted(d.rglob("config.yaml")):
-            run = config.parent
-            started = (run / "metrics.jsonl").exists() or (run / "train_state.pt").exists()
-            if started and not (run / "result.json").exists():
-                seen.setdefault(run.resolve(), run)
-    return list(seen.values())
+    ``train_state.pt``, both written when training starts) but have no ``result.json`` yet: running,
+    stopped or failed. A report leaves them out and says so."""
+    runs = [config.parent for config in _files_below(runs_dirs, "config.yaml")]
+    return [
+        run
+        for run in runs
+        if ((run / "metrics.jsonl").exists() or (run / "train_state.pt").exists())
+        and not (run / "result.json").exists()
+    ]
 
 
 def collect(runs_dir: Path | list[Path]) -> list[dict[str, Any]]:

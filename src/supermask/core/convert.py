@@ -51,6 +51,11 @@ _UNSUPPORTED_REASONS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Bilinear, "bilinear layers are not supported yet"),
 )
 
+_SCRIPTED = (
+    "TorchScript module (torch.jit.script / trace), whose submodules are compiled code: convert the original "
+    "nn.Module, then script the result if you need TorchScript"
+)
+
 
 def _hf_conv1d_base(module: nn.Module) -> type[nn.Module] | None:
     """transformers' ``Conv1D`` class if ``module`` is one (found by name: transformers is never imported)."""
@@ -120,6 +125,8 @@ def _wrapper_class(base: type[nn.Module]) -> type[SupermaskLayer]:
 
 
 def _unsupported_reason(module: nn.Module) -> str | None:
+    if isinstance(module, torch.jit.ScriptModule) and next(module.parameters(recurse=False), None) is not None:
+        return f"a {_SCRIPTED}"
     if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
         return "lazy module with uninitialized parameters: run one forward pass before converting"
     for kind, reason in _UNSUPPORTED_REASONS:
@@ -252,10 +259,7 @@ def _nothing_to_convert(model: nn.Module, cfg: SupermaskConfig, candidates: list
     """Why no module was converted: what matched, what was left dense, and what was skipped and why."""
     parts = [f"no module matched: target_modules={cfg.target_modules!r}, exclude_modules={cfg.exclude_modules!r}."]
     if isinstance(model, torch.jit.ScriptModule):
-        parts.append(
-            "The model is a TorchScript module (torch.jit.script / trace), whose submodules are compiled code: "
-            "convert the original nn.Module, then script the result if you need TorchScript."
-        )
+        parts.append(f"The model is a {_SCRIPTED}.")
         return " ".join(parts)
     root_reason = _unsupported_reason(model)
     if root_reason is not None:
