@@ -17,7 +17,7 @@ import supermask
 from supermask.core.init import generate_weight
 from supermask.core.layers import SupermaskLayer
 from supermask.core.masks import topk_mask
-from supermask.core.methods import MaskMethod, method_class, method_names, register_method
+from supermask.core.methods import MaskMethod, base, method_class, method_names, register_method
 from supermask.errors import SupermaskConfigError
 
 
@@ -67,6 +67,57 @@ def test_the_user_method_is_registered() -> None:
         @register_method
         class Again(MaskMethod):
             name = "edge-popup"
+
+
+def test_a_method_class_that_cannot_work_is_refused_when_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # nothing registered here outlives the test
+    with pytest.raises(SupermaskConfigError, match="must implement select"):
+
+        @register_method
+        class NoSelect(MaskMethod):
+            name = "no-select"
+
+    for bad in ("two words", "a,b", "", "-lead"):
+        with pytest.raises(SupermaskConfigError, match="name"):
+            register_method(type("Bad", (PositiveTopK,), {"name": bad}))
+    assert "no-select" not in method_names()
+
+
+def _user_method(name: str, select: Any) -> type[MaskMethod]:
+    return type(name, (PositiveTopK,), {"name": name, "select": select})
+
+
+@pytest.mark.parametrize(
+    ("select", "message"),
+    [
+        (
+            lambda self, layer: torch.ones(layer.scores.shape[1:], dtype=torch.bool),
+            r"select\(\) gave a torch.bool tensor of shape \(3, 3, 3\)",
+        ),
+        (lambda self, layer: torch.ones(layer.scores.shape, dtype=torch.int64), "torch.int64"),
+        (lambda self, layer: layer.scores.detach().numpy() > 0, "gave ndarray"),
+    ],
+)
+def test_a_mask_of_the_wrong_shape_or_type_is_refused_not_broadcast(
+    select: Any, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register_method(_user_method("wrong-mask", select))
+    model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="wrong-mask"))
+    with pytest.raises(supermask.SupermaskError, match=message):
+        model(X)
+
+
+def test_a_mask_its_storage_cannot_hold_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register_method(_user_method("half-mask", lambda self, layer: torch.full(layer.scores.shape, 0.5)))
+    model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="half-mask"))
+    model(X)  # a float mask is a valid forward pass (0.5 * W): only 1 bit per weight cannot store it
+    with pytest.raises(supermask.SupermaskError, match=r"values \[0.5\]\) does not survive its 1-bit storage"):
+        supermask.save(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 @pytest.mark.parametrize("method", METHODS)

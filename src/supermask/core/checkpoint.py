@@ -42,7 +42,7 @@ from supermask import __version__
 from supermask.core.config import SupermaskConfig
 from supermask.core.convert import get_config, supermask_layers, to_supermask
 from supermask.core.init import checksum, generate_weight
-from supermask.core.methods import method_class
+from supermask.core.methods import MaskMethod, method_class
 from supermask.errors import CheckpointError, StorageError, SupermaskError
 from supermask.fileio import atomic_write, make_dirs, remove_temp_files
 
@@ -75,6 +75,28 @@ def _regenerable_keys(model: nn.Module) -> set[str]:
         if module.method.has_scores:  # its weights are regenerated from the seed
             keys.add(f"{prefix}base_layer.weight")
     return keys
+
+
+def _packed_exactly(method: MaskMethod, name: str, mask: torch.Tensor) -> torch.Tensor:
+    """``method.pack(mask)``, checked to unpack to ``mask`` itself: a mask the stored bits cannot hold (a
+    float mask of other values than 0 and 1 under the default 1-bit packing, a method's own pack/unpack
+    that loses something) is refused before anything is written, never stored as another network."""
+    packed = method.pack(mask)
+    try:
+        back = method.unpack(packed.cpu(), tuple(mask.shape))
+        exact = torch.equal(back.to("cpu", torch.float32), mask.detach().to("cpu", torch.float32))
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise SupermaskError(
+            f"layer {name!r}: method {method.name!r} cannot read back its packed mask ({exc})"
+        ) from exc
+    if not exact:
+        values = torch.unique(mask.detach().to("cpu", torch.float32))[:5].tolist()
+        raise SupermaskError(
+            f"layer {name!r}: the mask of method {method.name!r} (values {values}) does not survive its "
+            f"{method.mask_bits}-bit storage (pack/unpack give another mask); a mask of other values than 0 "
+            "and 1 needs its own MaskMethod.pack/unpack/mask_bits, as signed-supermask's {-1, 0, 1} has"
+        )
+    return packed
 
 
 def save(
@@ -119,7 +141,7 @@ def save(
                     layers[name]["kept"] = layer.method.kept(mask)
                 else:
                     layers[name].setdefault("kept", []).append(layer.method.kept(mask))
-                tensors[f"mask/{key}"] = layer.method.pack(mask)
+                tensors[f"mask/{key}"] = _packed_exactly(layer.method, name, mask)
                 if include_scores and layer.scores is not None:
                     tensors[f"scores/{key}"] = layer.scores.detach().cpu().contiguous()
         for _, layer in converted:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supermask.core.masks import kept_count, new_hint
+from supermask.errors import SupermaskError
 
 if TYPE_CHECKING:
     from supermask.core.methods.base import MaskMethod
@@ -110,12 +111,32 @@ class SupermaskLayer(nn.Module):
         if not method.has_scores:
             return torch.ones_like(self.base_layer.weight, dtype=torch.bool)
         if method.stochastic and self.training:
-            return method.sample(self)
+            return self._checked(method.sample(self), "sample")
         key = (*self._scores_key(), *method.cache_key(self))
         if self._mask is not None and key == self._mask_key:
             return self._mask
-        mask = method.select(self)
+        mask = self._checked(method.select(self), "select")
         self.__dict__.update(_mask_key=key, _mask=mask)
+        return mask
+
+    def _checked(self, mask: Any, hook: str) -> Tensor:
+        """``mask`` from the method's ``hook``, refused unless it is a bool or float tensor of the weight's
+        shape (a smaller one would broadcast into another network without a word)."""
+        weight = self.base_layer.weight
+        if (
+            not isinstance(mask, Tensor)
+            or mask.shape != weight.shape
+            or not (mask.dtype == torch.bool or mask.is_floating_point())
+        ):
+            got = (
+                f"a {mask.dtype} tensor of shape {tuple(mask.shape)}"
+                if isinstance(mask, Tensor)
+                else type(mask).__name__
+            )
+            raise SupermaskError(
+                f"method {self.method.name!r}: {hook}() gave {got} for layer {self.layer_name!r}; a mask must be "
+                f"a bool or float tensor of the weight's shape {tuple(weight.shape)}"
+            )
         return mask
 
     def effective_weight(self) -> Tensor:

@@ -14,6 +14,7 @@ A method of your own: subclass :class:`MaskMethod`, set ``name``, implement :met
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -254,14 +255,24 @@ def parse_options(method: MaskMethod, given: dict[str, Any]) -> Any:
 
 
 _REGISTRY: dict[str, type[MaskMethod]] = {}
+_METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def register_method(cls: type[MaskMethod]) -> type[MaskMethod]:
     """Register a method class under ``cls.name`` (usable as a decorator); a name is registered once."""
     if not cls.name or not isinstance(cls.name, str):
         raise SupermaskConfigError(f"{cls.__name__} needs a class attribute name")
+    if not _METHOD_NAME.fullmatch(cls.name):
+        raise SupermaskConfigError(
+            f"method name {cls.name!r} of {cls.__name__} must be letters, digits, '-', '_' or '.', starting with a "
+            "letter or digit (it appears in config values, sweep grids and run names)"
+        )
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise SupermaskConfigError(f"a mask method named {cls.name!r} is already registered")
+    if cls.has_scores and cls.select is MaskMethod.select:
+        raise SupermaskConfigError(
+            f"{cls.__name__} ({cls.name!r}) must implement select(layer), the mask from the scores"
+        )
     _REGISTRY[cls.name] = cls
     return cls
 
