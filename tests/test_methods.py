@@ -108,6 +108,52 @@ def test_a_mask_of_the_wrong_shape_or_type_is_refused_not_broadcast(
         model(X)
 
 
+@pytest.mark.parametrize(
+    ("hook", "impl", "message"),
+    [
+        (
+            "initial_scores",
+            lambda self, name, shape, fan: torch.zeros(shape[0]),
+            r"initial_scores\(\) gave a torch.float32 tensor of shape \(4,\)",
+        ),
+        ("initial_scores", lambda self, name, shape, fan: torch.zeros(shape, dtype=torch.int64), "torch.int64"),
+        ("initial_scores", lambda self, name, shape, fan: torch.full(shape, math.nan), "NaN or infinite"),
+        ("initial_scores", lambda self, name, shape, fan: None, "gave NoneType"),
+    ],
+)
+def test_initial_scores_that_cannot_work_are_refused_before_the_model_changes(
+    hook: str, impl: Any, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register_method(type("Odd", (PositiveTopK,), {"name": "odd-scores", hook: impl}))
+    model = net()
+    before = [type(m) for m in model.modules()]
+    with pytest.raises(supermask.SupermaskError, match=message):
+        supermask.to_supermask(model, supermask.SupermaskConfig(k=0.3, method="odd-scores"))
+    assert [type(m) for m in model.modules()] == before
+
+
+@pytest.mark.parametrize(
+    ("hook", "impl", "message"),
+    [
+        ("surrogate", lambda self, scores: scores.sum(), r"surrogate\(\) gave shape \(\)"),
+        (
+            "weight_transform",
+            lambda self, layer, weight, mask: weight[0],
+            r"weight_transform\(\) gave shape \(3, 3, 3\)",
+        ),
+    ],
+)
+def test_a_hook_result_that_would_broadcast_is_refused(
+    hook: str, impl: Any, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register_method(type("Odd", (PositiveTopK,), {"name": "odd-hook", hook: impl}))
+    model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="odd-hook"))
+    with pytest.raises(supermask.SupermaskError, match=message):
+        model(X)
+
+
 def test_a_mask_its_storage_cannot_hold_is_refused_before_anything_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

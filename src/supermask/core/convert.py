@@ -370,6 +370,30 @@ def _replace_everywhere(model: nn.Module, names: list[str], new: nn.Module) -> N
         _set_submodule(model, name, new)
 
 
+def _checked_scores(method: MaskMethod, name: str, shape: tuple[int, ...], scores: Any) -> torch.Tensor | None:
+    """A method's initial scores for layer ``name``, refused (before the model changes) unless they are
+    None where the method has no scores, else a finite float tensor of the weight's shape."""
+    if scores is None and not method.has_scores:
+        return None
+    if not (
+        isinstance(scores, torch.Tensor)
+        and tuple(scores.shape) == shape
+        and scores.is_floating_point()
+        and bool(torch.isfinite(scores).all())
+    ):
+        if isinstance(scores, torch.Tensor):
+            got = f"a {scores.dtype} tensor of shape {tuple(scores.shape)}"
+            if tuple(scores.shape) == shape and scores.is_floating_point():
+                got += " with NaN or infinite values"
+        else:
+            got = type(scores).__name__
+        raise SupermaskError(
+            f"method {method.name!r}: initial_scores() gave {got} for layer {name!r}; scores must be finite "
+            f"floats of the weight's shape {shape}"
+        )
+    return scores
+
+
 def to_supermask(
     model: nn.Module,
     config: SupermaskConfig | None = None,
@@ -413,13 +437,15 @@ def to_supermask(
         else:
             weight = generate_weight(name, shape, cfg, cfg.k, fan_shape)
         if _initial_scores:
-            scores = method.initial_scores(name, shape, fan_shape)
+            scores = _checked_scores(method, name, shape, method.initial_scores(name, shape, fan_shape))
         else:  # a checkpoint's masks set every one of them next (load): placeholders, nothing drawn or zeroed
             scores = torch.empty(shape) if method.has_scores else None
         banks: list[torch.Tensor] | None = None
         if cfg.tasks > 1 and scores is not None:  # task t > 0 draws its own scores (task 0's are the plain ones)
             others = [
-                method.initial_scores(f"{name}@task{t}", shape, fan_shape) if _initial_scores else torch.empty(shape)
+                _checked_scores(method, name, shape, method.initial_scores(f"{name}@task{t}", shape, fan_shape))
+                if _initial_scores
+                else torch.empty(shape)
                 for t in range(1, cfg.tasks)
             ]
             banks = [scores, *[s for s in others if s is not None]]

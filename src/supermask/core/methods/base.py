@@ -24,7 +24,7 @@ from torch import Tensor
 
 from supermask.core.init import generate_scores
 from supermask.core.masks import MaskedWeight, StraightThrough, pack_bits, unpack_bits
-from supermask.errors import SupermaskConfigError
+from supermask.errors import SupermaskConfigError, SupermaskError
 
 _NUMPY_COUNTS = frozenset({torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64, torch.float32, torch.float64})
 
@@ -132,10 +132,13 @@ class MaskMethod:
         the same values with one weight-sized buffer fewer; built-in methods with another surrogate fuse
         their own."""
         w = self.weight_transform(layer, weight, mask)
+        if w is not weight:
+            _same_shape(self, layer, "weight_transform", w, weight)
         if type(self).surrogate is MaskMethod.surrogate:
             low = layer.autocast_weight() if w is weight else None  # under autocast: mask the cached cast
             return MaskedWeight.apply(w, scores, mask, False, low)
         g = self.surrogate(scores)
+        _same_shape(self, layer, "surrogate", g, scores)
         return w * (mask + (g - g.detach()))
 
     # --- checkpoints ----------------------------------------------------------------------------------
@@ -211,6 +214,17 @@ class MaskMethod:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+def _same_shape(method: MaskMethod, layer: SupermaskLayer, hook: str, got: Tensor, like: Tensor) -> None:
+    """Refuse a hook's tensor of another shape than ``like``'s: it would broadcast into another network
+    (weight_transform) or another gradient (surrogate) without a word."""
+    if not isinstance(got, Tensor) or got.shape != like.shape:
+        what = f"shape {tuple(got.shape)}" if isinstance(got, Tensor) else type(got).__name__
+        raise SupermaskError(
+            f"method {method.name!r}: {hook}() gave {what} for layer {layer.layer_name!r}; it must have the "
+            f"shape {tuple(like.shape)}"
+        )
 
 
 class ThresholdRule(MaskMethod):
