@@ -295,3 +295,19 @@ def test_imagenet_folder_trains(tmp_path: Path) -> None:
     assert 0.0 <= result["accuracy"] <= 1.0
     with pytest.raises(DataError, match="data.root"):
         data.build_folder_loaders(None, 16, 4, 0, 0)
+
+
+def test_a_data_root_that_a_shipped_data_set_never_reads_is_named(tmp_path: Path) -> None:
+    from supermask.data import DATASETS
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    assert not DATASETS["digits"].reads_root
+    assert all(DATASETS[name].reads_root for name in DATASETS if name != "digits")
+    cfg = load_run_config(
+        None,
+        [f"data.root={tmp_path / 'my-images'}", "train.epochs=1", "train.max_steps=1", f"train.out_dir={tmp_path}"],
+    )
+    lines: list[str] = []
+    train(cfg, log=lines.append)
+    assert any("data.name=digits reads no folder" in line and "my-images is ignored" in line for line in lines)

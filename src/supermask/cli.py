@@ -40,9 +40,9 @@ def _split_config(items: list[str]) -> tuple[str | None, list[str]]:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from supermask.data import describe
+    from supermask.data import DATASETS, describe
     from supermask.precision import configured_device
-    from supermask.train import build_data, evaluate, load_run
+    from supermask.train import build_data, evaluate, load_run, root_ignored
 
     model, cfg, path = load_run(args.path)
     if cfg.data.split_tasks > 1:
@@ -52,6 +52,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     if args.data_root:
         cfg.data.root = args.data_root
+        if not DATASETS[cfg.data.name].reads_root:
+            print(root_ignored(cfg.data.name, args.data_root), file=sys.stderr)
     device = configured_device(args.device)
     precision, note = _eval_precision(args.precision, path, cfg, device)
     channels_last = _eval_channels_last(path, cfg, device)

@@ -68,6 +68,11 @@ def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: 
     return to_supermask(model, cfg.supermask_config())
 
 
+def root_ignored(name: str, root: str) -> str:
+    """The note for a ``data.root`` that a data set shipped with a package never reads."""
+    return f"note: data.name={name} reads no folder ({DATASETS[name].note}): data.root={root} is ignored"
+
+
 def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> tuple[Any, Any, int, int, int]:
     """(train loader, test loader, num_classes, in_channels, image_size)."""
     if DATASETS[cfg.data.name].folder:
@@ -514,6 +519,8 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         if master and cfg.method_defaults:
             settings = ", ".join(f"{k}={v}" for k, v in cfg.method_defaults.items())
             log(f"method {method.name}: the paper's optimiser settings, as none were given: {settings}")
+        if master and cfg.data.root and not DATASETS[cfg.data.name].reads_root:
+            log(root_ignored(cfg.data.name, cfg.data.root))
         if master and cfg.ignored_settings:
             settings = ", ".join(f"{k}={v}" for k, v in cfg.ignored_settings.items())
             log(

@@ -31,6 +31,11 @@ class DatasetInfo:
     # torchvision's folder names for this data set (root/NAME/raw holds its files there)
     torchvision_folders: tuple[str, ...] = ()
 
+    @property
+    def reads_root(self) -> bool:
+        """Whether ``data.root`` means anything to this data set (False: it ships with a package)."""
+        return bool(self.files or self.members or self.folder)
+
 
 _MNIST_FILES = (  # the unpacked md5s: of the gunzipped originals
     RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
