@@ -163,7 +163,12 @@ def test_a_mask_its_storage_cannot_hold_is_refused_before_anything_is_written(
     model(X)  # a float mask is a valid forward pass (0.5 * W): only 1 bit per weight cannot store it
     with pytest.raises(supermask.SupermaskError, match=r"values \[0.5\]\) does not survive its 1-bit storage"):
         supermask.save(model, tmp_path / "out")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()
+    register_method(type("Extra", (PositiveTopK,), {"name": "odd-extra", "extra_state": lambda self, layers: {"a": 3}}))
+    model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="odd-extra"))
+    with pytest.raises(supermask.SupermaskError, match=r"extra_state\(\) must give a dict of str to tensors"):
+        supermask.save(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("method", METHODS)

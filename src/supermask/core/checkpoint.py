@@ -114,7 +114,6 @@ def save(
     """
     _check_arguments("save(model, directory)", model, directory)
     cfg = get_config(model)
-    out = make_dirs(directory)
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, Any] = {}
     was = model.training
@@ -147,7 +146,15 @@ def save(
         for _, layer in converted:
             layer.use_task(active)
         if converted:
-            for key, value in converted[0][1].method.extra_state([layer for _, layer in converted]).items():
+            method = converted[0][1].method
+            extra = method.extra_state([layer for _, layer in converted])
+            if not isinstance(extra, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in extra.items()
+            ):
+                raise SupermaskError(
+                    f"method {method.name!r}: extra_state() must give a dict of str to tensors, not {extra!r:.80}"
+                )
+            for key, value in extra.items():
                 tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
     model.train(was)
     skip = _regenerable_keys(model)
@@ -187,6 +194,7 @@ def save(
         meta["content_sha256"] = content_hash(meta)
     except (TypeError, ValueError) as exc:
         raise SupermaskError(f"checkpoint metadata must be JSON-ready (finite numbers, strings, lists): {exc}") from exc
+    out = make_dirs(directory)  # only now: a save refused above leaves nothing behind, not even a folder
     remove_temp_files(out)  # what a killed save left
     atomic_write(out / meta["tensors_file"], blob)  # a new name: the old checkpoint is still whole
     atomic_write(out / CONFIG_FILE, json.dumps(meta, indent=1))  # the switch, in one rename
