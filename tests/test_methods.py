@@ -161,9 +161,10 @@ def test_a_mask_its_storage_cannot_hold_is_refused_before_anything_is_written(
     register_method(_user_method("half-mask", lambda self, layer: torch.full(layer.scores.shape, 0.5)))
     model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="half-mask"))
     model(X)  # a float mask is a valid forward pass (0.5 * W): only 1 bit per weight cannot store it
+    model.train()
     with pytest.raises(supermask.SupermaskError, match=r"values \[0.5\]\) does not survive its 1-bit storage"):
         supermask.save(model, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and model.training  # the model is left as it was: in training mode
     register_method(type("Extra", (PositiveTopK,), {"name": "odd-extra", "extra_state": lambda self, layers: {"a": 3}}))
     model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="odd-extra"))
     with pytest.raises(supermask.SupermaskError, match=r"extra_state\(\) must give a dict of str to tensors"):

@@ -120,43 +120,47 @@ def save(
     model.eval()
     converted = supermask_layers(model)
     active = converted[0][1].task if converted else 0
-    with torch.no_grad():
-        for name, layer in converted:
-            weight = layer.base_layer.weight
-            layers[name] = {
-                "type": type(layer.base_layer).__name__,
-                "shape": list(weight.shape),
-                "weight_checksum": checksum(weight) if layer.method.has_scores else None,
-            }
-        for task in range(cfg.tasks):  # every layer on one task at a time (a global top-k spans layers)
-            for _, layer in converted:
-                layer.use_task(task)
+    try:
+        with torch.no_grad():
             for name, layer in converted:
-                if not layer.method.has_scores:
-                    continue
-                mask = layer.mask()
-                key = _task_key(name, task, cfg.tasks)
-                if cfg.tasks == 1:
-                    layers[name]["kept"] = layer.method.kept(mask)
-                else:
-                    layers[name].setdefault("kept", []).append(layer.method.kept(mask))
-                tensors[f"mask/{key}"] = _packed_exactly(layer.method, name, mask)
-                if include_scores and layer.scores is not None:
-                    tensors[f"scores/{key}"] = layer.scores.detach().cpu().contiguous()
+                weight = layer.base_layer.weight
+                layers[name] = {
+                    "type": type(layer.base_layer).__name__,
+                    "shape": list(weight.shape),
+                    "weight_checksum": checksum(weight) if layer.method.has_scores else None,
+                }
+            for task in range(cfg.tasks):  # every layer on one task at a time (a global top-k spans layers)
+                for _, layer in converted:
+                    layer.use_task(task)
+                for name, layer in converted:
+                    if not layer.method.has_scores:
+                        continue
+                    mask = layer.mask()
+                    key = _task_key(name, task, cfg.tasks)
+                    if cfg.tasks == 1:
+                        layers[name]["kept"] = layer.method.kept(mask)
+                    else:
+                        layers[name].setdefault("kept", []).append(layer.method.kept(mask))
+                    tensors[f"mask/{key}"] = _packed_exactly(layer.method, name, mask)
+                    if include_scores and layer.scores is not None:
+                        tensors[f"scores/{key}"] = layer.scores.detach().cpu().contiguous()
+            for _, layer in converted:
+                layer.use_task(active)
+            if converted:
+                method = converted[0][1].method
+                extra = method.extra_state([layer for _, layer in converted])
+                if not isinstance(extra, dict) or not all(
+                    isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in extra.items()
+                ):
+                    raise SupermaskError(
+                        f"method {method.name!r}: extra_state() must give a dict of str to tensors, not {extra!r:.80}"
+                    )
+                for key, value in extra.items():
+                    tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
+    finally:  # a refused save leaves the model as it was: its task and its train/eval mode
         for _, layer in converted:
             layer.use_task(active)
-        if converted:
-            method = converted[0][1].method
-            extra = method.extra_state([layer for _, layer in converted])
-            if not isinstance(extra, dict) or not all(
-                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in extra.items()
-            ):
-                raise SupermaskError(
-                    f"method {method.name!r}: extra_state() must give a dict of str to tensors, not {extra!r:.80}"
-                )
-            for key, value in extra.items():
-                tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
-    model.train(was)
+        model.train(was)
     skip = _regenerable_keys(model)
     state = {k: v for k, v in model.state_dict().items() if k not in skip}
     base_fingerprints: dict[str, str] = {}
