@@ -106,6 +106,10 @@ def test_a_mask_of_the_wrong_shape_or_type_is_refused_not_broadcast(
     model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="wrong-mask"))
     with pytest.raises(supermask.SupermaskError, match=message):
         model(X)
+    for refused in (supermask.merge, supermask.sparsity_report):
+        with pytest.raises(supermask.SupermaskError, match=message):
+            refused(model)
+        assert model.training and len(supermask.supermask_layers(model)) == 2  # left as it was
 
 
 @pytest.mark.parametrize(
@@ -152,6 +156,10 @@ def test_a_hook_result_that_would_broadcast_is_refused(
     model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="odd-hook"))
     with pytest.raises(supermask.SupermaskError, match=message):
         model(X)
+    model.train()
+    with pytest.raises(supermask.SupermaskError, match=message):
+        supermask.merge(model)
+    assert model.training and len(supermask.supermask_layers(model)) == 2  # left as it was: converted, training
 
 
 def test_a_mask_its_storage_cannot_hold_is_refused_before_anything_is_written(

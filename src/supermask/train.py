@@ -130,14 +130,16 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, autocast: bool
     was = model.training
     model.eval()
     correct, total, loss = 0, 0, 0.0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(x)
-        loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
-        total += len(y)
-    model.train(was)
+    try:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model(x)
+            loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            total += len(y)
+    finally:
+        model.train(was)
     return {"accuracy": correct / max(1, total), "loss": loss / max(1, total), "examples": total}
 
 

@@ -564,12 +564,13 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
 
 def _eval_mask(layer: Any) -> torch.Tensor:
     """The layer's evaluation mask (a stochastic method's fixed draw), its training mode restored."""
-    with torch.no_grad():
-        was = layer.training
-        layer.eval()
-        mask = layer.mask().detach()
+    was = layer.training
+    layer.eval()
+    try:
+        with torch.no_grad():
+            return layer.mask().detach()
+    finally:
         layer.train(was)
-    return mask
 
 
 def silent_outputs(model: nn.Module) -> list[dict[str, Any]]:
@@ -602,9 +603,11 @@ def merge(model: nn.Module) -> nn.Module:
     layers = supermask_layers(model)
     was = model.training
     model.eval()
-    with torch.no_grad():
-        merged = [(name, layer.base_layer, layer.effective_weight().detach().clone()) for name, layer in layers]
-    model.train(was)
+    try:  # everything computed before anything is replaced; a failure leaves the model as it was
+        with torch.no_grad():
+            merged = [(name, layer.base_layer, layer.effective_weight().detach().clone()) for name, layer in layers]
+    finally:
+        model.train(was)
     names = _all_names(model)
     for (_, layer), (_, base, weight) in zip(layers, merged):  # base: nn.Linear / nn.ConvNd / Conv1D
         base.weight = nn.Parameter(weight)
