@@ -162,6 +162,16 @@ def test_a_hook_result_that_would_broadcast_is_refused(
     assert model.training and len(supermask.supermask_layers(model)) == 2  # left as it was: converted, training
 
 
+def test_a_checkpoint_of_a_method_not_registered_here_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registered = dict(base._REGISTRY)
+    monkeypatch.setattr(base, "_REGISTRY", dict(registered))
+    register_method(type("Mine", (PositiveTopK,), {"name": "my-top-k"}))
+    supermask.save(supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="my-top-k")), tmp_path)
+    monkeypatch.setattr(base, "_REGISTRY", registered)  # a new process that did not import the method
+    with pytest.raises(supermask.CheckpointError, match="method 'my-top-k', which is not registered in this process"):
+        supermask.load(tmp_path, net())
+
+
 def test_a_mask_its_storage_cannot_hold_is_refused_before_anything_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,7 +42,7 @@ from supermask import __version__
 from supermask.core.config import SupermaskConfig
 from supermask.core.convert import get_config, supermask_layers, to_supermask
 from supermask.core.init import checksum, generate_weight
-from supermask.core.methods import MaskMethod, method_class
+from supermask.core.methods import MaskMethod, method_class, method_names
 from supermask.errors import CheckpointError, StorageError, SupermaskError
 from supermask.fileio import atomic_write, make_dirs, remove_temp_files
 
@@ -364,6 +364,14 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     every weight, rebuilds the scores and re-selects and compares every mask; the real run reuses what it
     made (the same deterministic steps on an identical model): nothing is generated, hashed or compared twice."""
     dry_run = not prepared.done
+    config = meta.get("config")
+    method = config.get("method") if isinstance(config, dict) else None
+    if isinstance(method, str) and method not in method_names():
+        raise CheckpointError(
+            f"the checkpoint's masks were made by method {method!r}, which is not registered in this process: "
+            f"import the module that registers it (@register_method) before loading (registered: "
+            f"{', '.join(method_names())})"
+        )
     try:
         saved_cfg = SupermaskConfig.from_dict(dict(meta["config"]))
     except (SupermaskError, TypeError) as exc:
