@@ -201,6 +201,7 @@ def test_an_unwritable_output_is_one_line_naming_the_path(tmp_path: Path, capsys
         ("data.eval_batch_size=0", "data.eval_batch_size=0 is out of range"),
         ("optim.momentum=1.5", "optim.momentum=1.5 is out of range"),
         ("data.batch_size=-3", "data.batch_size=-3 is out of range"),
+        ("train.seed=4294967296", r"train.seed=4294967296 is out of range: it must be in \[0, 4294967295\]"),
         ("optim.betas=[0.9]", "must be a list of two numbers"),
         ("model.name=conv_4", r"model.name='conv_4' is not valid \(did you mean 'conv4'\?\)"),
         ("optim.lrr=1", "unknown key 'optim.lrr'; did you mean 'optim.lr'?"),

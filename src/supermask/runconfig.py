@@ -388,6 +388,15 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
     return cfg
 
 
+#: the largest ``train.seed`` (32 bits): the engine seeds PyTorch with ``seed * 100003 + epoch``, which
+#: must stay a 64-bit integer
+MAX_SEED = 2**32 - 1
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _in_range(key: str, value: float, low: float, high: float | None, low_open: bool, high_open: bool) -> None:
     ok = (value > low if low_open else value >= low) and (
         high is None or (value < high if high_open else value <= high)
@@ -398,7 +407,7 @@ def _in_range(key: str, value: float, low: float, high: float | None, low_open: 
         if high is None:
             wanted = f"{'>' if low_open else '>='} {low:g}"
         else:
-            wanted = f"in {left}{low:g}, {high:g}{right}"
+            wanted = f"in {left}{_number(low)}, {_number(high)}{right}"
         raise SupermaskConfigError(f"{key}={value!r} is out of range: it must be {wanted}")
 
 
@@ -440,7 +449,7 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         ("data.workers", d.workers, 0, None, False, False),
         ("data.image_size", d.image_size, 1, None, False, False),
         ("train.epochs", t.epochs, 1, None, False, False),
-        ("train.seed", t.seed, 0, None, False, False),
+        ("train.seed", t.seed, 0, MAX_SEED, False, False),  # torch seeds seed * 100003 + epoch: 64-bit
         ("train.max_steps", t.max_steps, 1, None, False, False),
         ("train.threads", t.threads, 1, None, False, False),
         ("data.split_tasks", d.split_tasks, 1, None, False, False),
