@@ -82,9 +82,12 @@ def _packed_exactly(method: MaskMethod, name: str, mask: torch.Tensor) -> torch.
     float mask of other values than 0 and 1 under the default 1-bit packing, a method's own pack/unpack
     that loses something) is refused before anything is written, never stored as another network."""
     packed = method.pack(mask)
+    if mask.dtype == torch.bool and type(method).pack is MaskMethod.pack and type(method).unpack is MaskMethod.unpack:
+        return packed  # 1 bit per bool: exact by construction
     try:
         back = method.unpack(packed.cpu(), tuple(mask.shape))
-        exact = torch.equal(back.to("cpu", torch.float32), mask.detach().to("cpu", torch.float32))
+        live = mask.detach().cpu()
+        exact = torch.equal(back, live) if back.dtype == live.dtype else torch.equal(back.float(), live.float())
     except (ValueError, RuntimeError, TypeError) as exc:
         raise SupermaskError(
             f"layer {name!r}: method {method.name!r} cannot read back its packed mask ({exc})"
