@@ -43,6 +43,29 @@ def test_save_load_bit_exact(tmp_path: Path, method: str) -> None:
     assert loaded.supermask_config.method == method
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("method", ["edge-popup", "biprop", "iterand"])
+def test_a_model_in_another_precision_reloads_as_it_ran(tmp_path: Path, dtype: torch.dtype, method: str) -> None:
+    """Half-precision weights are the random weights rounded: a checkpoint of such a model used to be refused
+    at load as an edited seed (its checksum was of the rounded weights, the check of the unrounded ones)."""
+
+    def net(d: torch.dtype = dtype) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).to(d)
+
+    x = torch.randn(4, 3, 8, 8, dtype=dtype)
+    options = {"rerand_freq": 1} if method == "iterand" else {}
+    model = trained(net(), SupermaskConfig(k=0.3, method=method, seed=3, options=options), x)
+    with torch.no_grad():
+        y = model(x)
+    supermask.save(model, tmp_path / "ck")
+    same = supermask.load(tmp_path / "ck", net()).eval()
+    with torch.no_grad():
+        assert torch.equal(same(x), y)
+    wider = supermask.load(tmp_path / "ck", net(torch.float32))  # the values it ran with, in float32
+    for (_, ran), (_, now) in zip(supermask.supermask_layers(model), supermask.supermask_layers(wider)):
+        assert torch.equal(ran.base_layer.weight.float(), now.base_layer.weight)
+
+
 def test_include_scores_restores_training_state(tmp_path: Path) -> None:
     x = torch.randn(4, 20)
     model = trained(nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 3)), SupermaskConfig(), x)

@@ -77,6 +77,11 @@ def _regenerable_keys(model: nn.Module) -> set[str]:
     return keys
 
 
+#: the frozen weights' dtypes a checkpoint records (float32, the default, is not recorded)
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+_DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
 def _packed_exactly(method: MaskMethod, name: str, mask: torch.Tensor) -> torch.Tensor:
     """``method.pack(mask)``, checked to unpack to ``mask`` itself: a mask the stored bits cannot hold (a
     float mask of other values than 0 and 1 under the default 1-bit packing, a method's own pack/unpack
@@ -132,6 +137,13 @@ def save(
                     "shape": list(weight.shape),
                     "weight_checksum": checksum(weight) if layer.method.has_scores else None,
                 }
+                if layer.method.has_scores and weight.dtype != torch.float32:  # the values the network ran with
+                    if weight.dtype not in _DTYPE_NAMES:
+                        raise SupermaskError(
+                            f"layer {name!r}: frozen weights of {weight.dtype} cannot be stored; use float32, "
+                            "float64, float16 or bfloat16"
+                        )
+                    layers[name]["weight_dtype"] = _DTYPE_NAMES[weight.dtype]
             for task in range(cfg.tasks):  # every layer on one task at a time (a global top-k spans layers)
                 for _, layer in converted:
                     layer.use_task(task)
@@ -261,6 +273,8 @@ def _check_layers(layers: dict[str, Any], where: str) -> None:
         shape = _expect(entry, "shape", list, here)
         if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise CheckpointError(f"{here}: shape {shape!r} is not a list of positive integers")
+        if entry.get("weight_dtype") is not None and entry["weight_dtype"] not in _DTYPES:
+            raise CheckpointError(f"{here}: weight_dtype {entry['weight_dtype']!r} is not one of {sorted(_DTYPES)}")
         if entry.get("weight_checksum") is not None:
             _expect(entry, "weight_checksum", str, here)
             kept = _expect(entry, "kept", (int, list), here)
@@ -425,6 +439,8 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
                 weight = method.restore_weight(name, weight, fan_shape, extra)
             except (KeyError, ValueError, RuntimeError) as exc:
                 raise CheckpointError(f"layer {name!r}: the method's saved state does not fit: {exc}") from exc
+            if entry.get("weight_dtype") is not None:  # a half-precision model ran with its weights rounded
+                weight = weight.to(_DTYPES[entry["weight_dtype"]])
             generated[name] = weight
     for name, digest in zip(generated, _checksums(list(generated.values()))):  # in layer order: the first is named
         if digest != layers[name]["weight_checksum"]:
