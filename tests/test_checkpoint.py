@@ -245,6 +245,20 @@ def test_wrong_architecture(saved: Path) -> None:
     assert_load_fails(saved, nn.Sequential(nn.Linear(3, 3)), "wrong architecture")
 
 
+def test_a_wrapper_prefix_between_checkpoint_and_model_is_named(tmp_path: Path) -> None:
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 3))
+
+    wrapped = nn.DataParallel(net())  # names "module.0", as DistributedDataParallel's; torch.compile: "_orig_mod.0"
+    supermask.save(supermask.to_supermask(wrapped, SupermaskConfig()), tmp_path / "wrapped")
+    with pytest.raises(supermask.CheckpointError, match=r"it has '0': the checkpoint was saved from a model wrapped"):
+        supermask.load(tmp_path / "wrapped", net())
+    supermask.load(tmp_path / "wrapped", nn.DataParallel(net()))  # into the same wrapper: loads
+    supermask.save(supermask.to_supermask(net(), SupermaskConfig()), tmp_path / "plain")
+    with pytest.raises(supermask.CheckpointError, match=r"it has 'module.0': this model is wrapped"):
+        supermask.load(tmp_path / "plain", nn.DataParallel(net()))
+
+
 def test_load_needs_unconverted_model(saved: Path) -> None:
     m = fresh()
     supermask.to_supermask(m)

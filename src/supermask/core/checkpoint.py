@@ -82,6 +82,27 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torc
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 
 
+#: the prefixes that wrappers add to every module name: DataParallel / DistributedDataParallel, torch.compile
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _wrapper_hint(name: str, modules: dict[str, nn.Module]) -> str:
+    """Advice when ``name`` and the model's names differ by a wrapper's prefix ("" otherwise)."""
+    for prefix in _WRAPPER_PREFIXES:
+        if name.startswith(prefix) and name[len(prefix) :] in modules:
+            return (
+                f" (it has {name[len(prefix) :]!r}: the checkpoint was saved from a model wrapped by "
+                f"DataParallel / DistributedDataParallel or torch.compile, whose names start with {prefix!r}; "
+                "load it into the same wrapper, or save the model inside the wrapper)"
+            )
+        if prefix + name in modules:
+            return (
+                f" (it has {prefix + name!r}: this model is wrapped by DataParallel / DistributedDataParallel or "
+                "torch.compile, the checkpoint's was not; load it into the model inside the wrapper)"
+            )
+    return ""
+
+
 def _packed_exactly(method: MaskMethod, name: str, mask: torch.Tensor) -> torch.Tensor:
     """``method.pack(mask)``, checked to unpack to ``mask`` itself: a mask the stored bits cannot hold (a
     float mask of other values than 0 and 1 under the default 1-bit packing, a method's own pack/unpack
@@ -412,7 +433,10 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     for name, entry in layers.items():
         module = modules.get(name)
         if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
-            raise CheckpointError(f"wrong architecture: the checkpoint has layer {name!r}, the model has no such layer")
+            raise CheckpointError(
+                f"wrong architecture: the checkpoint has layer {name!r}, the model has no such layer"
+                + _wrapper_hint(name, modules)
+            )
         shape = list(module.weight.shape)
         if shape != entry["shape"] or type(module).__name__ != entry["type"]:
             raise CheckpointError(
