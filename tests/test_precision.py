@@ -108,6 +108,11 @@ def test_a_bf16_run_records_it_and_eval_repeats_its_accuracy(
     assert cli.main(["eval", str(tmp_path / "r"), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["precision"] == "fp32" and "evaluating in fp32" in captured.err
+    assert cli.main(["eval", str(tmp_path / "r"), "--precision", "bf16"]) == 2  # asked for, not native here
+    assert "--precision bf16 but" in capsys.readouterr().err
+    for device, message in (("banana", "--device='banana' is not valid"), ("cuda:99", "--device='cuda:99' but")):
+        assert cli.main(["eval", str(tmp_path / "r"), "--device", device]) == 2  # one line, not a traceback
+        assert message in capsys.readouterr().err
 
 
 def test_fp32_and_bf16_runs_of_one_config_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

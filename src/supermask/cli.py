@@ -42,6 +42,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from supermask.data import DATASETS, describe
     from supermask.precision import configured_device
+    from supermask.runconfig import check_device
     from supermask.train import build_data, evaluate, load_run, root_ignored
 
     model, cfg, path = load_run(args.path)
@@ -54,6 +55,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         cfg.data.root = args.data_root
         if not DATASETS[cfg.data.name].reads_root:
             print(root_ignored(cfg.data.name, args.data_root), file=sys.stderr)
+    check_device(args.device, "--device")
     device = configured_device(args.device)
     precision, note = _eval_precision(args.precision, path, cfg, device)
     channels_last = _eval_channels_last(path, cfg, device)
@@ -92,7 +94,7 @@ def _eval_precision(wanted: str, path: Path, cfg: Any, device: Any) -> tuple[str
     from supermask.precision import device_has_native_bf16, recorded_precision, use_bf16
 
     if wanted != "run":
-        use_bf16(wanted == "bf16", device)  # bf16 where the device has none: a clear error
+        use_bf16(wanted == "bf16", device, "--precision bf16", "--precision fp32 or run")  # a clear error
         return wanted, ""
     recorded = None
     if (path / checkpoint.CONFIG_FILE).is_file():  # verified by load_run already: its metadata alone

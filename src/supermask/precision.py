@@ -72,9 +72,12 @@ def describe_device(device: torch.device) -> str:
     return "this GPU" if device.type == "cuda" else "this CPU" if device.type == "cpu" else f"device {device}"
 
 
-def use_bf16(setting: bool | str, device: torch.device) -> bool:
+def use_bf16(
+    setting: bool | str, device: torch.device, asked: str = "train.bf16=true", instead: str = "train.bf16=auto or false"
+) -> bool:
     """The ``train.bf16`` setting resolved on ``device``: whether the run uses bf16 autocast.
-    ``true`` where the device has no native bf16 is a :class:`SupermaskConfigError`."""
+    ``true`` where the device has no native bf16 is a :class:`SupermaskConfigError` (naming ``asked`` and
+    suggesting ``instead``)."""
     if setting == "auto":
         return device_has_native_bf16(device)
     if setting is True:
@@ -85,8 +88,7 @@ def use_bf16(setting: bool | str, device: torch.device) -> bool:
                 else "bf16 support (compute capability 8.0 or newer)"
             )
             raise SupermaskConfigError(
-                f"train.bf16=true but {describe_device(device)} has no {what}: bf16 would be emulated and "
-                "slower; use train.bf16=auto or false"
+                f"{asked} but {describe_device(device)} has no {what}: bf16 would be emulated and slower; use {instead}"
             )
         return True
     return False

@@ -497,21 +497,22 @@ def check(cfg: RunConfig, device: bool = True) -> None:
             )
 
 
-def check_device(name: str) -> None:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and only a device this PyTorch build and machine have."""
+def check_device(name: str, key: str = "train.device") -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and only a device this PyTorch build and machine have
+    (``key``: the setting named in the error)."""
     import torch
 
     if name in ("auto", "cpu"):
         return
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
     if match is None:
-        raise SupermaskConfigError(f"train.device={name!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
+        raise SupermaskConfigError(f"{key}={name!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
     if not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise SupermaskConfigError(f"train.device={name!r} but {why}; use train.device=cpu or auto")
+        raise SupermaskConfigError(f"{key}={name!r} but {why}; use {key}=cpu or auto")
     if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
         raise SupermaskConfigError(
-            f"train.device={name!r} but this machine has {torch.cuda.device_count()} GPU(s): cuda:0 .. "
+            f"{key}={name!r} but this machine has {torch.cuda.device_count()} GPU(s): cuda:0 .. "
             f"cuda:{torch.cuda.device_count() - 1}"
         )
 
