@@ -148,7 +148,12 @@ def test_class_subsets_and_starting_from_a_trained_run(tmp_path: Path, capsys) -
     assert cli.main(["train", "data.classes=[3, 3]"]) == 2
     assert "must be distinct classes of digits" in capsys.readouterr().err
     assert cli.main(["train", "data.classes=[12]"]) == 2
-    assert cli.main(["train", f"model.init_from={tmp_path / 'nowhere'}", out]) == 2
+    capsys.readouterr()
+    torch.save(base.state_dict(), tmp_path / "weights.pt")  # a plain state dict: not what init_from takes
+    for where in (tmp_path / "nowhere", tmp_path / "weights.pt"):
+        assert cli.main(["train", f"model.init_from={where}", out]) == 2
+        err = capsys.readouterr().err
+        assert f"model.init_from={where}: " in err and "package.module:callable" in err and err.count("\n") == 1
 
 
 def test_image_extensions_in_any_case_are_read(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from supermask.errors import (
     RunBusyError,
     StorageError,
     SupermaskConfigError,
+    SupermaskError,
     TrainingError,
 )
 from supermask.fileio import atomic_write, atomic_writer, make_dirs, remove_temp_files
@@ -56,7 +57,14 @@ def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: 
         cfg.model.name, num_classes=num_classes, width=cfg.model.width, in_channels=in_channels, image_size=image_size
     )
     if cfg.model.init_from:
-        trained, _, where = load_run(cfg.model.init_from)
+        try:
+            trained, _, where = load_run(cfg.model.init_from)
+        except SupermaskError as exc:
+            raise TrainingError(
+                f"model.init_from={cfg.model.init_from}: {exc}. It takes a supermask run directory or exported "
+                "checkpoint; for other weights (a PyTorch state dict), give model.name=package.module:callable "
+                "a function of your own that builds the model and loads them"
+            ) from exc
         state = merge(trained).state_dict()  # the plain trained network: masks folded into its weights
         try:
             model.load_state_dict(state, strict=True)
