@@ -405,7 +405,7 @@ def _in_range(key: str, value: float, low: float, high: float | None, low_open: 
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
         if high is None:
-            wanted = f"{'>' if low_open else '>='} {low:g}"
+            wanted = f"{'>' if low_open else '>='} {_number(low)}"
         else:
             wanted = f"in {left}{_number(low)}, {_number(high)}{right}"
         raise SupermaskConfigError(f"{key}={value!r} is out of range: it must be {wanted}")

@@ -180,23 +180,21 @@ def save(
                     tensors[f"mask/{key}"] = _packed_exactly(layer.method, name, mask)
                     if include_scores and layer.scores is not None:
                         tensors[f"scores/{key}"] = layer.scores.detach().cpu().contiguous()
-            for _, layer in converted:
-                layer.use_task(active)
-            if converted:
-                method = converted[0][1].method
-                extra = method.extra_state([layer for _, layer in converted])
-                if not isinstance(extra, dict) or not all(
-                    isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in extra.items()
-                ):
-                    raise SupermaskError(
-                        f"method {method.name!r}: extra_state() must give a dict of str to tensors, not {extra!r:.80}"
-                    )
-                for key, value in extra.items():
-                    tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
-    finally:  # a refused save leaves the model as it was: its task and its train/eval mode
+    finally:  # the model as it was, saved or refused: its task and its train/eval mode
         for _, layer in converted:
             layer.use_task(active)
         model.train(was)
+    if converted:
+        method = converted[0][1].method
+        extra = method.extra_state([layer for _, layer in converted])
+        if not isinstance(extra, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in extra.items()
+        ):
+            raise SupermaskError(
+                f"method {method.name!r}: extra_state() must give a dict of str to tensors, not {extra!r:.80}"
+            )
+        for key, value in extra.items():
+            tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
     skip = _regenerable_keys(model)
     state = {k: v for k, v in model.state_dict().items() if k not in skip}
     base_fingerprints: dict[str, str] = {}
