@@ -122,6 +122,17 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: p
     assert cli.main(["eval", str(tmp_path / "r"), "--json"]) == 0
 
 
+def _kill_processes_in(folder: Path) -> None:
+    """SIGKILL every process of this user whose working directory is ``folder`` (Linux /proc)."""
+    for proc_dir in Path("/proc").iterdir():
+        if proc_dir.name.isdigit():
+            try:
+                if Path(os.readlink(proc_dir / "cwd")) == folder.resolve():
+                    os.kill(int(proc_dir.name), signal.SIGKILL)
+            except OSError:  # gone already, or not ours to read
+                pass
+
+
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     common = ["train.epochs=5", "train.out_dir=runs", "train.progress=none"]
     one = run_cli("train", *common, "data.batch_size=64", "train.run_name=one", cwd=tmp_path)
@@ -129,15 +140,17 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--standalone",  # a free port: a fixed one can collide with a lingering socket
            "-m", "supermask", "train", *common, "data.batch_size=32", "train.run_name=two"]  # fmt: skip
-    # its own process group (in the test's session): on a time-out every rank is killed, none is left
-    # waiting in a collective
+    # its own process group; torchrun starts each rank in a session of its own, so on a time-out the ranks
+    # are found by their working directory and killed too: none is left waiting in a collective, holding
+    # the pipes open (the test then fails at once instead of hanging until pytest's time-out)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=os.setpgrp)  # fmt: skip
     try:
         _, err = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        _kill_processes_in(tmp_path)
+        proc.communicate(timeout=30)
         raise
     assert proc.returncode == 0, err[-3000:]
     r1 = json.loads((tmp_path / "runs" / "one" / "result.json").read_text())
