@@ -42,6 +42,7 @@ from supermask import __version__
 from supermask.core.config import SupermaskConfig
 from supermask.core.convert import get_config, supermask_layers, to_supermask
 from supermask.core.init import checksum, generate_weight
+from supermask.core.masks import outside_inference_mode
 from supermask.core.methods import MaskMethod, method_class, method_names
 from supermask.errors import CheckpointError, StorageError, SupermaskError
 from supermask.fileio import atomic_write, make_dirs, remove_temp_files
@@ -590,6 +591,7 @@ def _verify_masks(model: nn.Module, stored: dict[str, torch.Tensor], rebuilt: se
         model.train(was)
 
 
+@outside_inference_mode
 def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     """Convert ``model`` (the same architecture, unconverted) in place from a checkpoint; return it.
 

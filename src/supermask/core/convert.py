@@ -19,6 +19,7 @@ from torch.nn.utils import parametrize
 from supermask.core.config import SupermaskConfig, check_k
 from supermask.core.init import generate_weight
 from supermask.core.layers import SupermaskConv, SupermaskConv1D, SupermaskLayer, SupermaskLinear
+from supermask.core.masks import outside_inference_mode
 from supermask.core.methods import MaskMethod, create_method, method_class, method_names, scale_fan_problem
 from supermask.errors import SupermaskConfigError, SupermaskError
 
@@ -394,6 +395,7 @@ def _checked_scores(method: MaskMethod, name: str, shape: tuple[int, ...], score
     return scores
 
 
+@outside_inference_mode
 def to_supermask(
     model: nn.Module,
     config: SupermaskConfig | None = None,
@@ -594,6 +596,7 @@ def silent_outputs(model: nn.Module) -> list[dict[str, Any]]:
     return rows
 
 
+@outside_inference_mode
 def merge(model: nn.Module) -> nn.Module:
     """Fold every mask into its weight and put the plain modules back (in place); return the model.
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supermask.core.masks import kept_count, new_hint
+from supermask.core.masks import kept_count, new_hint, version_key
 from supermask.errors import SupermaskError
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class SupermaskLayer(nn.Module):
     def _scores_key(self) -> tuple[Any, ...]:
         s = self.scores
         assert s is not None
-        return (id(s), s._version, s.device, self.k)
+        return (id(s), version_key(s), s.device, self.k)
 
     def fan_shape(self) -> tuple[int, ...]:
         """The weight's shape in PyTorch's (out, in, *kernel) layout, from which fans are computed."""
@@ -159,7 +159,7 @@ class SupermaskLayer(nn.Module):
         if torch.compiler.is_compiling() or weight.dtype != torch.float32 or not torch.is_autocast_enabled(device):
             return None
         dtype = torch.get_autocast_dtype(device)
-        key = (id(weight), weight._version, weight.data_ptr(), weight.device, dtype)  # .to() keeps id and version
+        key = (id(weight), version_key(weight), weight.data_ptr(), weight.device, dtype)  # .to() keeps id and version
         if self.__dict__.get("_autocast_key") != key:
             self.__dict__.update(_autocast_key=key, _autocast_weight=weight.detach().to(dtype))
         return self.__dict__["_autocast_weight"]
@@ -190,7 +190,7 @@ class SupermaskLayer(nn.Module):
         grad_on = torch.is_grad_enabled()
         if not grad_on and not self.training:
             autocast = torch.is_autocast_enabled(weight.device.type) and torch.get_autocast_dtype(weight.device.type)
-            key = (id(weight), weight._version, autocast, *self._scores_key(), *self.method.cache_key(self))
+            key = (id(weight), version_key(weight), autocast, *self._scores_key(), *self.method.cache_key(self))
             if self._eval_weight is not None and key == self._eval_key:
                 return self._eval_weight
         out = self.method.effective_weight(self, weight, self.scores, self._current_mask())

@@ -11,11 +11,44 @@ faster than it runs topk (see :func:`topk_mask` and :func:`kth_largest`).
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from supermask.errors import NonFiniteScoresError
+
+R = TypeVar("R")
+
+
+def version_key(t: Tensor) -> object:
+    """What identifies ``t``'s values for a cache: its in-place version counter. An inference tensor (made
+    under ``torch.inference_mode``) has none and can change in place unseen, so it gets a fresh key each
+    call: a cache over it never hits (always right, never stale)."""
+    return object() if t.is_inference() else t._version
+
+
+def outside_inference_mode(fn: Callable[..., R]) -> Callable[..., R]:
+    """Run ``fn(..., model, ...)`` (the model: its first ``nn.Module`` argument) outside ``torch.inference_mode`` when the model holds no inference tensor, so
+    that what it creates (scores, regenerated weights, merged weights) are normal tensors and the model
+    can still be trained. A model built under inference mode (its tensors can never be trained) is left
+    in the caller's mode: changing it in place is allowed only there."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        model = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.nn.Module)), None)
+        if torch.is_inference_mode_enabled() and model is not None:
+            tensors = itertools.chain(model.parameters(), model.buffers())
+            if not any(t.is_inference() for t in tensors):
+                with torch.inference_mode(False):
+                    return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def kept_count(k: float, n: int) -> int:

@@ -59,16 +59,18 @@ def infer_task(model: nn.Module, x: Any) -> int:
                 for stack, layer in zip(stacks, layers):
                     stack.append(layer.mask().to(layer.base_layer.weight.dtype))
             masks = [torch.stack(s) for s in stacks]
-        alphas = torch.full((tasks,), 1.0 / tasks, device=masks[0].device, requires_grad=True)
-        for layer, m in zip(layers, masks):
-            layer._superposition = torch.tensordot(alphas.to(m.dtype), m, dims=1)
-        out = model(**x) if isinstance(x, dict) else model(x)
-        logits = getattr(out, "logits", out)
-        if not isinstance(logits, Tensor) or logits.numel() == 0:
-            raise SupermaskConfigError("infer_task needs a batch of at least one input: the model gave no outputs")
-        log_p = F.log_softmax(logits.float().reshape(-1, logits.shape[-1]), dim=-1)
-        entropy = -(log_p.exp() * log_p).sum(-1).mean()
-        (grad,) = torch.autograd.grad(entropy, alphas)
+        # The one gradient it needs is taken even when the caller runs under no_grad or inference_mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            alphas = torch.full((tasks,), 1.0 / tasks, device=masks[0].device, requires_grad=True)
+            for layer, m in zip(layers, masks):
+                layer._superposition = torch.tensordot(alphas.to(m.dtype), m.clone() if m.is_inference() else m, dims=1)
+            out = model(**x) if isinstance(x, dict) else model(x)
+            logits = getattr(out, "logits", out)
+            if not isinstance(logits, Tensor) or logits.numel() == 0:
+                raise SupermaskConfigError("infer_task needs a batch of at least one input: the model gave no outputs")
+            log_p = F.log_softmax(logits.float().reshape(-1, logits.shape[-1]), dim=-1)
+            entropy = -(log_p.exp() * log_p).sum(-1).mean()
+            (grad,) = torch.autograd.grad(entropy, alphas)
     finally:
         for layer in layers:
             layer._superposition = None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from supermask.core.masks import version_key
 from supermask.core.methods.base import register_method
 from supermask.core.methods.edge_popup import GLOBAL_SELECTION, EdgePopup, GlobalTopK, check_global_k
 from supermask.errors import SupermaskConfigError
@@ -61,7 +62,7 @@ class Biprop(EdgePopup):
 
     def weight_transform(self, layer: SupermaskLayer, weight: Tensor, mask: Tensor) -> Tensor:
         with torch.no_grad():  # alpha depends on the mask only (the weights are frozen): a constant
-            key = (id(weight), weight._version, weight.device)
+            key = (id(weight), version_key(weight), weight.device)
             cached = layer.__dict__.get("_biprop_parts")
             if cached is None or cached[0] != key:  # |W| and sign(W) change only with the weights
                 cached = (key, weight.abs(), torch.sign(weight))

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from supermask.core import rng
-from supermask.core.masks import kept_count, pack_bits, topk_mask, unpack_bits
+from supermask.core.masks import kept_count, pack_bits, topk_mask, unpack_bits, version_key
 from supermask.core.methods.base import ThresholdRule, register_method
 from supermask.errors import SupermaskConfigError
 
@@ -84,7 +84,7 @@ class GemMiner(ThresholdRule):
         return (scores.detach() > 0.5) & ~layer.pruned
 
     def cache_key(self, layer: SupermaskLayer) -> tuple[object, ...]:
-        return (layer.pruned._version,)
+        return (version_key(layer.pruned),)
 
     def before_step(self, layers: list[SupermaskLayer]) -> None:
         if self.options.l2:
