@@ -50,7 +50,8 @@ def test_a_model_of_your_own_trains_and_evaluates(own_module: str, tmp_path: Pat
     assert run_dir.name == f"{own_module}_small-digits-edge-popup-k0.5-s0"  # one portable folder name, no ':'
     assert json.loads((run_dir / "result.json").read_text())["accuracy"] > 0.8
     capsys.readouterr()
-    assert cli.main(["eval", str(run_dir), "--json"]) == 0  # the factory is called again to rebuild it
+    # the factory is called again to rebuild it: named on the command line (a file never imports code)
+    assert cli.main(["eval", str(run_dir), "--json", "--model", f"{own_module}:small"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] > 0.8
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from supermask import __version__
 from supermask.errors import RunBusyError, StorageError, SupermaskConfigError, SupermaskError
+from supermask.fileio import read_json
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -45,7 +46,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from supermask.runconfig import check_device
     from supermask.train import build_data, evaluate, load_run, root_ignored
 
-    model, cfg, path = load_run(args.path)
+    model, cfg, path = load_run(args.path, args.trust_model_code, args.model)
     if cfg.data.split_tasks > 1:
         raise SupermaskError(
             f"{path} is a run over {cfg.data.split_tasks} tasks: its result.json holds the accuracy of each task and "
@@ -98,13 +99,13 @@ def _eval_precision(wanted: str, path: Path, cfg: Any, device: Any) -> tuple[str
         return wanted, ""
     recorded = None
     if (path / checkpoint.CONFIG_FILE).is_file():  # verified by load_run already: its metadata alone
-        meta = json.loads((path / checkpoint.CONFIG_FILE).read_text())
+        meta = read_json(path / checkpoint.CONFIG_FILE)
         recorded = meta["metadata"].get("precision")
     result = _result_file(path)
     if recorded is None and result.is_file():
         try:
-            recorded = recorded_precision(json.loads(result.read_text()), cfg.to_dict())
-        except (OSError, json.JSONDecodeError):
+            recorded = recorded_precision(read_json(result), cfg.to_dict())
+        except (StorageError, AttributeError):
             recorded = None
     if recorded not in ("bf16", "fp32"):  # not recorded: the run's setting as it resolves here
         recorded = "bf16" if use_bf16("auto" if cfg.train.bf16 is True else cfg.train.bf16, device) else "fp32"
@@ -128,12 +129,12 @@ def _eval_channels_last(path: Path, cfg: Any, device: Any) -> bool:
 
     recorded = None
     if (path / checkpoint.CONFIG_FILE).is_file():  # verified by load_run already
-        recorded = json.loads((path / checkpoint.CONFIG_FILE).read_text())["metadata"].get("channels_last")
+        recorded = read_json(path / checkpoint.CONFIG_FILE)["metadata"].get("channels_last")
     result = _result_file(path)
     if not isinstance(recorded, bool) and result.is_file():
         try:
-            recorded = json.loads(result.read_text()).get("channels_last")
-        except (OSError, json.JSONDecodeError, AttributeError):
+            recorded = read_json(result).get("channels_last")
+        except (StorageError, AttributeError):
             recorded = None
     if isinstance(recorded, bool):
         return recorded
@@ -149,7 +150,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     src = Path(args.run_dir)
     if not (src / EXPORT / CONFIG_FILE).is_file() and not (src / CONFIG_FILE).is_file():
         raise SupermaskError(f"{src} has no compact checkpoint yet: export works on a finished run directory")
-    _, _, folder = load_run(src)  # verifies the checkpoint fully (hash, checksums, masks, architecture)
+    _, _, folder = load_run(
+        src, args.trust_model_code, args.model
+    )  # verifies the checkpoint fully (hash, checksums, masks, architecture)
     out = Path(args.out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SupermaskError(f"{out} exists and is not an empty folder; choose a new directory")
@@ -269,8 +272,8 @@ def _finished(run: _SweepRun) -> bool:
     if not path.is_file():
         return False
     try:
-        saved = json.loads(path.read_text()).get("config")
-    except (OSError, json.JSONDecodeError):
+        saved = read_json(path).get("config")
+    except (StorageError, AttributeError):
         saved = None
     if not isinstance(saved, dict) or experiment_key(saved) != experiment_key(run.cfg.to_dict()):
         raise SupermaskError(
@@ -374,12 +377,14 @@ def _run_pool(runs: list[_SweepRun], jobs: int, config: str | None) -> list[str]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from supermask.report import unfinished_runs, write_report
+    from supermask.report import plotting_available, unfinished_runs, write_report
 
     dirs = [Path(d) for d in args.runs_dir]
     paths = write_report(dirs, Path(args.out) if args.out else None)
     for p in paths:
         print(p)
+    if not plotting_available():
+        print("note: tables only: the plots need matplotlib (pip install 'supermask[train]')", file=sys.stderr)
     unfinished = unfinished_runs(dirs)
     if unfinished:
         print(
@@ -409,10 +414,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="run",
         help="compute in the precision the run was evaluated in (default), or in fp32 or bf16",
     )
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="build a model of its own that the checkpoint names (package.module:callable): imports that module",
+    )
+    p.add_argument(
+        "--model", default=None, metavar="NAME", help="the run's model.name, given here: the same as trusting it"
+    )
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("export", help="copy a run's compact seed + mask checkpoint to OUT_DIR")
     p.add_argument("run_dir")
     p.add_argument("out_dir")
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="build a model of its own that the checkpoint names (package.module:callable): imports that module",
+    )
+    p.add_argument(
+        "--model", default=None, metavar="NAME", help="the run's model.name, given here: the same as trusting it"
+    )
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("sweep", help="a grid of runs: key=a,b,c varies a key (resumable, parallel, shardable)")
     p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] key=a,b,c")

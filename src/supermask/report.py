@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from supermask.errors import SupermaskError
 
@@ -33,13 +32,13 @@ SHOWN = {
 
 def _resolved_config(result: dict[str, Any], folder: Path) -> dict[str, Any] | None:
     """The run's full resolved config: from result.json, else its config.yaml; None when neither has one."""
-    from supermask.runconfig import from_dict
+    from supermask.runconfig import from_dict, read_yaml_file
 
     raw = result.get("config")
     if not isinstance(raw, dict) and (folder / "config.yaml").is_file():
         try:
-            raw = yaml.safe_load((folder / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
+            raw = read_yaml_file(folder / "config.yaml")
+        except SupermaskError:
             raw = None
     if not isinstance(raw, dict):
         return None
@@ -112,9 +111,11 @@ def collect(runs_dir: Path | list[Path]) -> list[dict[str, Any]]:
 def _read_result(path: Path) -> dict[str, Any]:
     """A run's ``result.json``, its figures checked: a file that cannot be read or holds an impossible
     figure stops the report (naming it) instead of being left out or averaged in."""
+    from supermask.fileio import read_json
+
     try:
-        row = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        row = read_json(path)
+    except SupermaskError as exc:
         raise SupermaskError(
             f"{path} cannot be read as a run's result ({exc}); restore it or move its run away"
         ) from exc
@@ -224,7 +225,7 @@ def write_report(runs_dir: Path | list[Path], out: Path | None = None) -> list[P
     """Write ``results.md``, ``results.csv``, ``runs.csv``, ``results.png`` and, when at most
     :data:`MAX_CURVES` runs of 5 or more epochs left their ``metrics.jsonl``, ``curves.png``; return their
     paths. ``runs_dir``: one folder of runs or several (then ``out`` is required)."""
-    from supermask.fileio import atomic_write, make_dirs
+    from supermask.fileio import make_dirs, write_all
 
     dirs = [runs_dir] if isinstance(runs_dir, Path) else list(runs_dir)
     if out is None and len(dirs) != 1:
@@ -237,8 +238,9 @@ def write_report(runs_dir: Path | list[Path], out: Path | None = None) -> list[P
         raise SupermaskError(f"no finished runs (result.json) below {', '.join(map(str, dirs))}")
     summary = summarise(rows)
     out = make_dirs(out or dirs[0])
+    files: dict[Path, bytes | str] = {}  # every output made first, then all written in one step
     fields = [k for k in summary[0] if not k.startswith("setting:")]
-    atomic_write(out / "results.csv", _csv(summary, fields))
+    files[out / "results.csv"] = _csv(summary, fields)
     lines = [
         "| data set | model | width | method | weight init | other settings | k | % kept | epochs | n | test accuracy (%) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -261,20 +263,42 @@ def write_report(runs_dir: Path | list[Path], out: Path | None = None) -> list[P
         names = ", ".join(r.name for r in unfinished[:10]) + (" and more" if len(unfinished) > 10 else "")
         lines.append("")
         lines.append(f"Not in the table: {len(unfinished)} unfinished run(s) (no result.json yet): {names}.")
-    atomic_write(out / "results.md", "\n".join(lines) + "\n")
+    files[out / "results.md"] = "\n".join(lines) + "\n"
     varying = _varying([r["experiment"] for r in rows])
     run_fields = ["dataset", "model", "width", "method", "weight_init", "k", *varying, "seed", "epochs"]
     run_fields += ["kept_fraction", "accuracy", "hardware"]
     flat = [{**{k: r["experiment"].get(k) for k in varying}, **r} for r in rows]
     flat.sort(key=lambda r: [str(r.get(k)) for k in run_fields])
-    atomic_write(out / "runs.csv", _csv(flat, run_fields))  # one row per run: the data behind the summary
+    files[out / "runs.csv"] = _csv(flat, run_fields)  # one row per run: the data behind the summary
     devices = sorted({str(r.get("hardware") or r.get("device", "?")) for r in rows})
-    paths = [out / "results.md", out / "results.csv", out / "runs.csv", plot(summary, out / "results.png", devices)]
     curves = {name: rows for d in dirs for name, rows in learning_curves(d).items()}
-    if curves and len(curves) <= MAX_CURVES:
-        datasets = ", ".join(sorted({str(r["dataset"]) for r in rows}))
-        paths.append(plot_curves(curves, out / "curves.png", f"{datasets}: learning curves", devices))
-    return paths
+    if plotting_available():
+        files[out / "results.png"] = render_plot(summary, devices)
+        if curves and len(curves) <= MAX_CURVES:
+            datasets = ", ".join(sorted({str(r["dataset"]) for r in rows}))
+            files[out / "curves.png"] = render_curves(curves, f"{datasets}: learning curves", devices)
+    write_all(files)
+    return list(files)
+
+
+def plotting_available() -> bool:
+    """Whether matplotlib is installed (the ``train`` extra): without it the report is its tables."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _png(fig: Any) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
@@ -297,8 +321,12 @@ def learning_curves(runs_dir: Path, min_epochs: int = 5) -> dict[str, list[dict[
         metrics = result.parent / "metrics.jsonl"
         if not metrics.is_file():
             continue
+        try:
+            text = metrics.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SupermaskError(f"{metrics} cannot be read ({exc}); restore the file") from exc
         rows = []
-        for number, line in enumerate(metrics.read_text().splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -313,13 +341,13 @@ def learning_curves(runs_dir: Path, min_epochs: int = 5) -> dict[str, list[dict[
     return curves
 
 
-def plot_curves(
+def render_curves(
     curves: dict[str, list[dict[str, Any]]],
-    path: Path,
     title: str = "learning curves",
     devices: list[str] | None = None,
-) -> Path:
-    """Test (solid) and train (dotted) accuracy against epoch, one colour per run."""
+) -> bytes:
+    """Test (solid) and train (dotted) accuracy against epoch, one colour per run, as PNG bytes. Epochs
+    without an accuracy (a split-task run records one per task) are left out of the line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -327,10 +355,11 @@ def plot_curves(
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, (name, rows) in enumerate(curves.items()):
-        epochs = [r["epoch"] for r in rows]
         colour = f"C{i % 10}"
-        ax.plot(epochs, [100 * r["test_accuracy"] for r in rows], color=colour, label=f"{name} (test)")
-        ax.plot(epochs, [100 * r["train_accuracy"] for r in rows], color=colour, linestyle=":", label="train")
+        for key, style, label in (("test_accuracy", "-", f"{name} (test)"), ("train_accuracy", ":", "train")):
+            points = [(r["epoch"], 100 * r[key]) for r in rows if _is_number(r.get("epoch")) and _is_number(r.get(key))]
+            if points:
+                ax.plot(*zip(*points), color=colour, linestyle=style, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
@@ -338,9 +367,11 @@ def plot_curves(
     where = f" on {'/'.join(devices)}" if devices else ""
     ax.set_title(f"{title}{where}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _png(fig)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
@@ -361,6 +392,14 @@ def _short(settings: str) -> str:
 
 
 def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = None) -> Path:
+    """:func:`render_plot` written to ``path`` (atomically)."""
+    from supermask.fileio import atomic_write
+
+    atomic_write(path, render_plot(summary, devices))
+    return path
+
+
+def render_plot(summary: list[dict[str, Any]], devices: list[str] | None = None) -> bytes:
     """Accuracy against % of weights kept: one line per series (same experiment but for k), each with its
     own colour and legend entry; learned dense weights as a dashed line. Error bars: std over n seeds.
     When a model was run at several widths, a second panel plots accuracy against width, one line per
@@ -436,6 +475,4 @@ def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = 
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _png(fig)

@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from supermask.core.config import SupermaskConfig
+from supermask.core.config import MAX_TASKS, SupermaskConfig
 from supermask.core.methods import method_class, scale_fan_problem
+from supermask.core.values import is_finite_number, shorten, show
 from supermask.errors import SupermaskConfigError
 
 
@@ -176,7 +177,7 @@ def valid_keys() -> list[str]:
 def _unknown(what: str, name: str, valid: list[str]) -> SupermaskConfigError:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return SupermaskConfigError(f"unknown {what} {name!r}; {hint}valid: {', '.join(valid)}")
+    return SupermaskConfigError(f"unknown {what} {show(name)}; {hint}valid: {', '.join(valid)}")
 
 
 # --- YAML 1.2 scalars --------------------------------------------------------------------------
@@ -216,11 +217,21 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
+#: the largest integer a config value may hold: 64 bits (every integer key is range-checked within it)
+MAX_INT = 2**63 - 1
+
+
 def _construct_int(loader: yaml.SafeLoader, node: Any) -> int:
     text = str(loader.construct_scalar(node))
-    if text.startswith(("0o", "0x")):
-        return int(text, 0)
-    return int(text, 10)
+    if len(text) > 24:  # never convert a number of thousands of digits (Python's int parsing is quadratic)
+        value = MAX_INT + 1
+    else:
+        value = int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)
+    if abs(value) > MAX_INT:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"the integer {shorten(text)} is beyond 64 bits", node.start_mark
+        )
+    return value
 
 
 def _construct_float(loader: yaml.SafeLoader, node: Any) -> float:
@@ -236,15 +247,71 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
+#: bounds on what one YAML document may hold: its text, its values once aliases are expanded (a
+#: "billion laughs" document of nested aliases is a few hundred bytes and expands to billions of
+#: values), how deep they nest, and each string
+MAX_YAML_CHARS = 1 << 20
+MAX_YAML_VALUES = 10_000
+MAX_YAML_DEPTH = 20
+MAX_STRING_CHARS = 4096
+
+
+def _check_bounds(data: Any, where: str) -> None:
+    """Refuse a document whose expanded values exceed the bounds above, counting as it walks (it stops
+    at the bound: an alias bomb is never expanded)."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise SupermaskConfigError(
+                f"{where} holds more than {MAX_YAML_VALUES} values once its aliases are expanded: a run config "
+                "is a few dozen keys (nested aliases, '&a [*b, *b]', multiply what a document holds)"
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise SupermaskConfigError(f"{where} nests more than {MAX_YAML_DEPTH} levels deep")
+        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+            raise SupermaskConfigError(
+                f"{where} holds a string of {len(value)} characters (at most {MAX_STRING_CHARS})"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for pair in value.items() for v in pair)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def parse_yaml(text: str, where: str) -> Any:
-    """YAML 1.2 scalars (see module doc); a syntax error is a one-line config error naming ``where``."""
+    """YAML 1.2 scalars (see module doc), within the bounds above; a syntax error is a one-line config
+    error naming ``where``."""
+    if len(text) > MAX_YAML_CHARS:
+        raise SupermaskConfigError(
+            f"{where} is {len(text)} characters long: a run config holds at most {MAX_YAML_CHARS}"
+        )
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SupermaskConfigError(f"{where} is not valid YAML{at}: {problem}") from exc
+        raise SupermaskConfigError(f"{where} is not valid YAML{at}: {shorten(str(problem), 200)}") from exc
+    except RecursionError:  # a document nested thousands of levels deep
+        raise SupermaskConfigError(f"{where} nests more than {MAX_YAML_DEPTH} levels deep") from None
+    _check_bounds(data, where)
+    return data
+
+
+def read_yaml_file(path: Path, what: str = "") -> Any:
+    """A YAML file that supermask wrote or a stranger may have (a run folder's ``config.yaml``), read
+    within the bounds of :func:`parse_yaml`; any problem is a one-line :class:`SupermaskConfigError`."""
+    where = what or str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_CHARS * 4 + 1)  # a character is at most 4 bytes in UTF-8
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SupermaskConfigError(f"cannot read {where}: {getattr(exc, 'strerror', None) or exc}") from exc
+    return parse_yaml(text, where)
 
 
 # --- typed values ------------------------------------------------------------------------------
@@ -271,12 +338,12 @@ def _coerce(key: str, value: Any, annotation: str, raw: str | None = None) -> An
             raise SupermaskConfigError(f"{key}={_show(value, raw)} must be an integer")
         return value
     if base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a finite number")
         return float(value)
     if base.startswith("tuple"):
         ok = isinstance(value, (list, tuple)) and len(value) == 2
-        if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+        if not ok or not all(is_finite_number(v) for v in value):
             raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a list of two numbers, e.g. [0.9, 0.999]")
         return tuple(float(v) for v in value)
     if base == "str":
@@ -301,7 +368,8 @@ def _coerce(key: str, value: Any, annotation: str, raw: str | None = None) -> An
 
 
 def _show(value: Any, raw: str | None) -> str:
-    return raw.strip() if raw is not None else repr(value)
+    """A value for a message, bounded (``value`` is within the document bounds of :func:`parse_yaml`)."""
+    return shorten(raw.strip()) if raw is not None else show(value)
 
 
 def apply(cfg: RunConfig, data: dict[str, Any]) -> RunConfig:
@@ -341,7 +409,7 @@ def set_key(cfg: RunConfig, dotted: str, value: Any, raw: str | None = None) -> 
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` with the value parsed as YAML 1.2 (``0.5`` and ``1e-3`` are numbers, ``true`` a bool)."""
     if "=" not in text:
-        raise SupermaskConfigError(f"{text!r} is not key=value (e.g. supermask.k=0.3)")
+        raise SupermaskConfigError(f"{show(text)} is not key=value (e.g. supermask.k=0.3)")
     key, _, raw = text.partition("=")
     return key.strip(), parse_yaml(raw, f"the value of {key.strip()}") if raw.strip() else None
 
@@ -391,6 +459,12 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
 #: the largest ``train.seed`` (32 bits): the engine seeds PyTorch with ``seed * 100003 + epoch``, which
 #: must stay a 64-bit integer
 MAX_SEED = 2**32 - 1
+#: upper bounds of the other numeric keys (see :func:`check`)
+MAX_THREADS = MAX_WORKERS = 1024
+MAX_BATCH = 2**31 - 1
+MAX_IMAGE_SIZE = 8192
+MAX_EPOCHS = 1_000_000
+MAX_WIDTH = 64.0
 
 
 def _number(value: float) -> str:
@@ -408,16 +482,18 @@ def _in_range(key: str, value: float, low: float, high: float | None, low_open: 
             wanted = f"{'>' if low_open else '>='} {_number(low)}"
         else:
             wanted = f"in {left}{_number(low)}, {_number(high)}{right}"
-        raise SupermaskConfigError(f"{key}={value!r} is out of range: it must be {wanted}")
+        raise SupermaskConfigError(f"{key}={show(value)} is out of range: it must be {wanted}")
 
 
-def check(cfg: RunConfig, device: bool = True) -> None:
+def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None:
     """Validate the values and the choices that depend on the registry (model, data set, ...), and with
-    ``device`` that this machine has ``train.device``."""
+    ``device`` that this machine has ``train.device``. With ``import_code`` a model of one's own
+    (``model.name=package.module:callable``) is imported to check it; a config read from a file that
+    supermask wrote (a run folder, a checkpoint) is checked without it (see :func:`from_dict`)."""
     from supermask.data import DATASET_NAMES, DATASETS
     from supermask.models import MODEL_NAMES
 
-    if ":" in cfg.model.name:  # a model of your own: its factory must import
+    if ":" in cfg.model.name and import_code:  # a model of your own: its factory must import
         from supermask.models import factory
 
         factory(cfg.model.name)
@@ -432,7 +508,7 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         if value not in allowed:
             close = difflib.get_close_matches(str(value), list(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SupermaskConfigError(f"{key}={value!r} is not valid{hint}; choose one of: {', '.join(allowed)}")
+            raise SupermaskConfigError(f"{key}={show(value)} is not valid{hint}; choose one of: {', '.join(allowed)}")
     o, d, t = cfg.optim, cfg.data, cfg.train
     # (key, value, low, high, low is open, high is open)
     ranges: list[tuple[str, float | None, float, float | None, bool, bool]] = [
@@ -443,16 +519,18 @@ def check(cfg: RunConfig, device: bool = True) -> None:
         ("optim.betas[1]", o.betas[1], 0.0, 1.0, False, True),
         ("optim.warmup_epochs", o.warmup_epochs, 0.0, None, False, False),
         ("optim.label_smoothing", o.label_smoothing, 0.0, 1.0, False, True),
-        ("model.width", cfg.model.width, 0.0, None, True, False),
-        ("data.batch_size", d.batch_size, 1, None, False, False),
-        ("data.eval_batch_size", d.eval_batch_size, 1, None, False, False),
-        ("data.workers", d.workers, 0, None, False, False),
-        ("data.image_size", d.image_size, 1, None, False, False),
-        ("train.epochs", t.epochs, 1, None, False, False),
+        # Upper bounds far beyond any real run, so that no value reaches a C call that overflows
+        # (torch.set_num_threads) or allocates without bound (a width or image size of 1e9) first.
+        ("model.width", cfg.model.width, 0.0, MAX_WIDTH, True, False),
+        ("data.batch_size", d.batch_size, 1, MAX_BATCH, False, False),
+        ("data.eval_batch_size", d.eval_batch_size, 1, MAX_BATCH, False, False),
+        ("data.workers", d.workers, 0, MAX_WORKERS, False, False),
+        ("data.image_size", d.image_size, 1, MAX_IMAGE_SIZE, False, False),
+        ("train.epochs", t.epochs, 1, MAX_EPOCHS, False, False),
         ("train.seed", t.seed, 0, MAX_SEED, False, False),  # torch seeds seed * 100003 + epoch: 64-bit
-        ("train.max_steps", t.max_steps, 1, None, False, False),
-        ("train.threads", t.threads, 1, None, False, False),
-        ("data.split_tasks", d.split_tasks, 1, None, False, False),
+        ("train.max_steps", t.max_steps, 1, MAX_INT, False, False),
+        ("train.threads", t.threads, 1, MAX_THREADS, False, False),
+        ("data.split_tasks", d.split_tasks, 1, MAX_TASKS, False, False),
     ]
     for key, number, low, high, low_open, high_open in ranges:
         if number is not None:
@@ -506,13 +584,13 @@ def check_device(name: str, key: str = "train.device") -> None:
         return
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
     if match is None:
-        raise SupermaskConfigError(f"{key}={name!r} is not valid; choose one of: auto, cpu, cuda, cuda:N")
+        raise SupermaskConfigError(f"{key}={show(name)} is not valid; choose one of: auto, cpu, cuda, cuda:N")
     if not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise SupermaskConfigError(f"{key}={name!r} but {why}; use {key}=cpu or auto")
+        raise SupermaskConfigError(f"{key}={show(name)} but {why}; use {key}=cpu or auto")
     if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
         raise SupermaskConfigError(
-            f"{key}={name!r} but this machine has {torch.cuda.device_count()} GPU(s): cuda:0 .. "
+            f"{key}={show(name)} but this machine has {torch.cuda.device_count()} GPU(s): cuda:0 .. "
             f"cuda:{torch.cuda.device_count() - 1}"
         )
 
@@ -525,12 +603,32 @@ def check_precision(bf16: bool | str, device: str) -> None:
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
-    """A RunConfig from :meth:`RunConfig.to_dict` output (a saved run's; its device is not required here)."""
+    """A RunConfig from :meth:`RunConfig.to_dict` output (a saved run's; its device is not required here).
+    Data never runs code: a model of one's own that it names is not imported (see :func:`trust_model`)."""
     if not isinstance(data, dict):
         raise SupermaskConfigError(f"a run config must be a mapping of sections, got {type(data).__name__}")
     cfg = apply(RunConfig(), data)
-    check(cfg, device=False)
+    check(cfg, device=False, import_code=False)
     return cfg
+
+
+def trust_model(cfg: RunConfig, where: Path | str, trust_code: bool = False, model: str | None = None) -> None:
+    """Refuse to build a model of one's own that a file (``where``: a run folder, a checkpoint) names,
+    unless the user said so: ``trust_code`` (``--trust-model-code``) or ``model`` (``--model``), the
+    same name given on the command line. Building it would import that module, and a module placed
+    beside a stranger's checkpoint would run."""
+    if ":" not in cfg.model.name or trust_code or model == cfg.model.name:
+        return
+    if model is not None:
+        raise SupermaskConfigError(
+            f"{where} holds a run of model.name={shorten(cfg.model.name)}, not {shorten(model)}: its own model code "
+            "is imported only when named exactly (or with --trust-model-code)"
+        )
+    raise SupermaskConfigError(
+        f"{where} names a model of its own, model.name={shorten(cfg.model.name)}: building it imports that module, "
+        "and supermask runs no code named by a file. If you trust it, add --trust-model-code (or --model "
+        f"{shorten(cfg.model.name)})"
+    )
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from supermask import models
@@ -39,9 +38,9 @@ from supermask.errors import (
     SupermaskError,
     TrainingError,
 )
-from supermask.fileio import atomic_write, atomic_writer, make_dirs, remove_temp_files
+from supermask.fileio import atomic_write, atomic_writer, make_dirs, read_json, remove_temp_files
 from supermask.precision import configured_device, precision_name, use_bf16, use_channels_last
-from supermask.runconfig import RunConfig, experiment_key, from_dict, to_yaml
+from supermask.runconfig import RunConfig, experiment_key, from_dict, read_yaml_file, to_yaml, trust_model
 
 TRAIN_STATE = "train_state.pt"
 METRICS = "metrics.jsonl"
@@ -58,7 +57,8 @@ def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: 
     )
     if cfg.model.init_from:
         try:
-            trained, _, where = load_run(cfg.model.init_from)
+            # the user named this config's model: a run of the same model of their own may be built
+            trained, _, where = load_run(cfg.model.init_from, model_name=cfg.model.name)
         except SupermaskError as exc:
             raise TrainingError(
                 f"model.init_from={cfg.model.init_from}: {exc}. It takes a supermask run directory or exported "
@@ -271,8 +271,8 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, world: int, writer: bool = Tr
             ) from exc
     else:
         try:
-            saved = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else None
-        except (OSError, yaml.YAMLError) as exc:
+            saved = read_yaml_file(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
+        except SupermaskConfigError as exc:
             raise TrainingError(f"{run_dir / CONFIG} cannot be read: {exc}") from exc
     if isinstance(saved, dict):
         diff = _differences(saved, cfg.to_dict())
@@ -306,8 +306,8 @@ def _finished_result(run_dir: Path, state: dict[str, Any] | None, epochs: int) -
     if state is None or state.get("epoch", 0) < epochs or not (run_dir / RESULT).is_file():
         return None
     try:
-        result = json.loads((run_dir / RESULT).read_text())
-    except (OSError, json.JSONDecodeError):
+        result = read_json(run_dir / RESULT)
+    except StorageError:
         return None  # re-evaluated and written again
     return result if isinstance(result, dict) else None
 
@@ -321,17 +321,20 @@ def _result_without_state(run_dir: Path, state_file: str) -> dict[str, Any] | No
         return None
     if (run_dir / RESULT).is_file():
         try:
-            result = json.loads((run_dir / RESULT).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            result = read_json(run_dir / RESULT)
+        except StorageError as exc:
             raise TrainingError(
-                f"{run_dir / RESULT} cannot be read ({exc}) and {run_dir} has no {state_file} to redo it from: "
+                f"{exc}, and {run_dir} has no {state_file} to redo it from: "
                 "keep it and use another train.run_name, or start it again with train.resume=false train.overwrite=true"
             ) from exc
         if isinstance(result, dict):
             return result
     epochs = 0
     if (run_dir / METRICS).is_file():
-        epochs = sum(1 for line in (run_dir / METRICS).read_text().splitlines() if line.strip())
+        try:
+            epochs = sum(1 for line in (run_dir / METRICS).read_bytes().splitlines() if line.strip())
+        except OSError as exc:
+            raise StorageError(f"cannot read {run_dir / METRICS}: {exc.strerror or exc}") from exc
     if epochs:
         raise TrainingError(
             f"{run_dir} holds {epochs} recorded epoch(s) but no {state_file} (a run's training state stays on "
@@ -493,7 +496,9 @@ def _train_split(cfg: RunConfig, log: Any, run_dir: Path, world: int) -> dict[st
             raise TrainingError(f"{run_dir / TASKS_STATE} cannot be read ({exc}); start again with overwrite") from exc
         if state["tasks_done"] >= cfg.data.split_tasks and (run_dir / RESULT).is_file():
             log(f"{run_dir} is finished already: its result is kept")
-            return dict(json.loads((run_dir / RESULT).read_text()))
+            result = read_json(run_dir / RESULT)
+            if isinstance(result, dict):
+                return result
     return train_tasks(cfg, log, state)
 
 
@@ -731,16 +736,20 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
-    """The trained model of a run directory or of an exported checkpoint directory."""
+def load_run(
+    path: str | os.PathLike[str], trust_model_code: bool = False, model_name: str | None = None
+) -> tuple[nn.Module, RunConfig, Path]:
+    """The trained model of a run directory or of an exported checkpoint directory. A model of one's own
+    that it names (``package.module:callable``) is built only with ``trust_model_code`` or when
+    ``model_name`` names it too (see :func:`supermask.runconfig.trust_model`)."""
     p = Path(path)
     if (p / EXPORT / checkpoint.CONFIG_FILE).is_file():
         p = p / EXPORT
     in_progress = not (p / checkpoint.CONFIG_FILE).is_file() and (p / TRAIN_STATE).is_file()
     if in_progress:  # an unfinished run: its last epoch's training checkpoint
         try:
-            cfg = from_dict(yaml.safe_load((p / CONFIG).read_text()))
-        except (OSError, yaml.YAMLError) as exc:
+            cfg = from_dict(read_yaml_file(p / CONFIG))
+        except SupermaskConfigError as exc:
             raise TrainingError(f"cannot read {p / CONFIG}: {exc}") from exc
     elif (p / checkpoint.CONFIG_FILE).is_file():
         meta, _ = checkpoint.read_checkpoint(p)
@@ -756,6 +765,7 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
             f"{path} is neither a run directory nor an exported checkpoint "
             "(expected supermask.json, or train_state.pt and config.yaml)"
         )
+    trust_model(cfg, p, trust_model_code, model_name)
     name = cfg.data.name
     info = DATASETS[name]
     classes, channels, size = info.num_classes, info.in_channels, info.image_size
@@ -774,7 +784,14 @@ def load_run(path: str | os.PathLike[str]) -> tuple[nn.Module, RunConfig, Path]:
     )
     if in_progress:  # a saved run: its scores come from the state (and so do its config's checks)
         model = to_supermask(plain, cfg.supermask_config(), _initial_scores=False)
-        state = torch.load(p / TRAIN_STATE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        try:
+            state = torch.load(p / TRAIN_STATE, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+        except Exception as exc:  # a damaged, truncated or foreign file: one line, never a traceback
+            raise TrainingError(
+                f"{p / TRAIN_STATE} cannot be read as this run's training state "
+                f"({' '.join(str(exc).split())[:200] or type(exc).__name__}); evaluate a finished run's export, "
+                "or resume the run to rewrite its state"
+            ) from exc
         return model, cfg, p / TRAIN_STATE
     return checkpoint.load(p, plain), cfg, p

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from supermask.core.values import is_finite_number, show
 from supermask.errors import SupermaskConfigError
 
 WEIGHT_INITS = (
@@ -31,7 +31,7 @@ BERNOULLI_EVAL_MODES = ("sample", "threshold")
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
-        raise SupermaskConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+        raise SupermaskConfigError(f"{name}={show(value)} is not valid; choose one of: {', '.join(allowed)}")
 
 
 @dataclass
@@ -120,21 +120,25 @@ class SupermaskConfig:
         _check_spec(self.target_modules, "target_modules")
         _check_spec(self.exclude_modules, "exclude_modules")
         method(self)  # the method's own options, checked
-        if self.tasks < 1:
-            raise SupermaskConfigError(f"tasks={self.tasks} must be at least 1 (the number of task masks)")
+        if not 1 <= self.tasks <= MAX_TASKS:
+            raise SupermaskConfigError(
+                f"tasks={self.tasks} must be in [1, {MAX_TASKS}] (the number of task masks; each holds a score per weight)"
+            )
         if self.tasks > 1 and not method.has_scores:
-            raise SupermaskConfigError(f"tasks={self.tasks}: method {self.method!r} has no masks to keep one per task")
+            raise SupermaskConfigError(
+                f"tasks={self.tasks}: method {show(self.method)} has no masks to keep one per task"
+            )
         if self.tasks > 1 and not _keeps_tasks_apart(method):
             from supermask.core.methods import method_class, method_names
 
             usable = [n for n in method_names() if _keeps_tasks_apart(method_class(n))]
             raise SupermaskConfigError(
-                f"tasks={self.tasks}: method {self.method!r} changes the shared weights or keeps per-layer state "
+                f"tasks={self.tasks}: method {show(self.method)} changes the shared weights or keeps per-layer state "
                 "beyond its scores, so training one task would change the others' networks; choose one of: "
                 f"{', '.join(usable)}"
             )
-        if self.seed < 0:
-            raise SupermaskConfigError(f"seed={self.seed!r} must be a non-negative integer")
+        if not 0 <= self.seed < 2**63:
+            raise SupermaskConfigError(f"seed={show(self.seed)} must be a non-negative 64-bit integer")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; module types in targets are written as their qualified names."""
@@ -170,6 +174,10 @@ class SupermaskConfig:
         return out
 
 
+#: the most task masks one model may keep (SupSup's own experiments went to 2,500)
+MAX_TASKS = 10_000
+
+
 def _keeps_tasks_apart(method: Any) -> bool:
     return bool(method.has_scores and method.supports_tasks and not method.own_buffers)
 
@@ -186,17 +194,15 @@ def _check_types(cfg: SupermaskConfig) -> None:
         value = getattr(cfg, f.name)
         kind = str(f.type)
         if kind == "bool" and not isinstance(value, bool):
-            raise SupermaskConfigError(f"{f.name}={value!r} must be true or false")
+            raise SupermaskConfigError(f"{f.name}={show(value)} must be true or false")
         if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-            raise SupermaskConfigError(f"{f.name}={value!r} must be an integer")
-        if kind == "float" and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-        ):
-            raise SupermaskConfigError(f"{f.name}={value!r} must be a finite number")
+            raise SupermaskConfigError(f"{f.name}={show(value)} must be an integer")
+        if kind == "float" and not is_finite_number(value):
+            raise SupermaskConfigError(f"{f.name}={show(value)} must be a finite number")
         if kind == "str" and not isinstance(value, str):
-            raise SupermaskConfigError(f"{f.name}={value!r} must be a string")
+            raise SupermaskConfigError(f"{f.name}={show(value)} must be a string")
         if kind.startswith("dict") and not isinstance(value, dict):
-            raise SupermaskConfigError(f"{f.name}={value!r} must be a mapping")
+            raise SupermaskConfigError(f"{f.name}={show(value)} must be a mapping")
 
 
 def _check_spec(spec: Any, field_name: str) -> None:
@@ -206,11 +212,13 @@ def _check_spec(spec: Any, field_name: str) -> None:
             try:
                 re.compile(spec)
             except re.error as exc:
-                raise SupermaskConfigError(f"{field_name}={spec!r} is not a valid regular expression: {exc}") from exc
+                raise SupermaskConfigError(
+                    f"{field_name}={show(spec)} is not a valid regular expression: {exc}"
+                ) from exc
         return
     if not isinstance(spec, (list, tuple, set)) or not all(isinstance(i, (str, type)) for i in spec):
         raise SupermaskConfigError(
-            f"{field_name} must be None, a regex string, or a list of module types and names; got {spec!r}"
+            f"{field_name} must be None, a regex string, or a list of module types and names; got {show(spec)}"
         )
 
 
@@ -218,7 +226,7 @@ def check_k(k: float) -> None:
     """k is the fraction of weights KEPT; it must lie in (0, 1]."""
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not (0.0 < float(k) <= 1.0):
         raise SupermaskConfigError(
-            f"k={k!r} is invalid: k is the fraction of weights KEPT and must satisfy 0 < k <= 1 "
+            f"k={show(k)} is invalid: k is the fraction of weights KEPT and must satisfy 0 < k <= 1 "
             "(k=0.3 keeps 30% of each layer's weights)"
         )
 

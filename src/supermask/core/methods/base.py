@@ -24,6 +24,7 @@ from torch import Tensor
 
 from supermask.core.init import generate_scores
 from supermask.core.masks import MaskedWeight, StraightThrough, pack_bits, unpack_bits
+from supermask.core.values import is_finite_number, show
 from supermask.errors import SupermaskConfigError, SupermaskError
 
 _NUMPY_COUNTS = frozenset({torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64, torch.float32, torch.float64})
@@ -252,7 +253,7 @@ def parse_options(method: MaskMethod, given: dict[str, Any]) -> Any:
     unknown = sorted(set(given) - set(fields))
     if unknown:
         valid = ", ".join(fields) or "none"
-        raise SupermaskConfigError(f"method {method.name!r} has no option(s) {unknown}; its options: {valid}")
+        raise SupermaskConfigError(f"method {method.name!r} has no option(s) {show(unknown)}; its options: {valid}")
     for key, value in given.items():
         kind = str(fields[key].type)
         ok = (
@@ -262,9 +263,9 @@ def parse_options(method: MaskMethod, given: dict[str, Any]) -> Any:
             or (kind == "str" and isinstance(value, str))
         )
         if not ok:
-            raise SupermaskConfigError(f"option {key}={value!r} of method {method.name!r} must be a {kind}")
-        if kind == "float" and not torch.isfinite(torch.tensor(float(value))):
-            raise SupermaskConfigError(f"option {key}={value!r} of method {method.name!r} must be finite")
+            raise SupermaskConfigError(f"option {key}={show(value)} of method {method.name!r} must be a {kind}")
+        if kind == "float" and not is_finite_number(value):
+            raise SupermaskConfigError(f"option {key}={show(value)} of method {method.name!r} must be finite")
     return method.Options(**given)
 
 
@@ -300,7 +301,7 @@ def method_class(name: str) -> type[MaskMethod]:
     """The class registered as ``name``; a config error listing the choices otherwise."""
     cls = _REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise SupermaskConfigError(f"method={name!r} is not valid; choose one of: {', '.join(_REGISTRY)}")
+        raise SupermaskConfigError(f"method={show(name)} is not valid; choose one of: {', '.join(_REGISTRY)}")
     return cls
 
 
