@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from supermask import __version__
-from supermask.errors import RunBusyError, StorageError, SupermaskConfigError, SupermaskError
+from supermask.errors import (
+    EXIT_RESUMABLE,
+    RunBusyError,
+    RunInterrupted,
+    StorageError,
+    SupermaskConfigError,
+    SupermaskError,
+)
 from supermask.fileio import read_json
 
 
@@ -302,7 +309,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if shards > 1:
         print(f"shard {shard}/{shards}: {len(mine)} of the sweep's {len(runs)} runs")
     if args.jobs == 1:
-        outcome = [_run_in_process(r, i, len(todo)) for i, r in enumerate(todo, 1)]
+        outcome = []
+        for i, r in enumerate(todo, 1):  # a stop request ends the sweep: the runs after it wait for the rerun
+            outcome.append(_run_in_process(r, i, len(todo)) if "interrupted" not in outcome else "pending")
     else:
         outcome = _run_pool(todo, args.jobs, config)
     busy = [r.name for r, status in zip(todo, outcome) if status == "busy"]
@@ -317,6 +326,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise SupermaskError(
             f"{len(failed)} run(s) failed: {', '.join(failed)} (their errors are above or in train.log)"
         )
+    if "interrupted" in outcome:
+        print(f"sweep stopped on request: run the same command again to resume it (exit {EXIT_RESUMABLE})")
+        return EXIT_RESUMABLE
     return 0
 
 
@@ -335,6 +347,9 @@ def _run_in_process(run: _SweepRun, i: int, n: int) -> str:
     except RunBusyError:
         print(f"[{i}/{n}] {run.name}: in use by another process, left to it")
         return "busy"
+    except RunInterrupted as exc:
+        print(f"[{i}/{n}] {run.name}: {one_line(str(exc))}", file=sys.stderr)
+        return "interrupted"
     except SupermaskError as exc:
         print(f"[{i}/{n}] {run.name}: failed: {one_line(str(exc))}", file=sys.stderr)
         return "failed"
@@ -371,7 +386,9 @@ def _run_pool(runs: list[_SweepRun], jobs: int, config: str | None) -> list[str]
                 continue
             log.close()
             del active[i]
-            status[i] = "done" if code == 0 else "busy" if code == EXIT_BUSY else "failed"
+            status[i] = {0: "done", EXIT_BUSY: "busy", EXIT_RESUMABLE: "interrupted"}.get(code, "failed")
+            if status[i] == "interrupted":  # a stop request: no new run starts, the others stop on theirs
+                queue.clear()
             print(f"[{i + 1}/{len(runs)}] {runs[i].name}: {status[i]}" + (f" (exit {code})" if code else ""))
     return status
 
@@ -462,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunBusyError as exc:  # its own exit code, so that a sweep can leave the run to the other process
         print(f"supermask: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BUSY
+    except RunInterrupted as exc:  # its own exit code: a job scheduler requeues the job on it
+        print(f"supermask: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_RESUMABLE
     except SupermaskError as exc:  # a user's mistake: one line; anything else is a bug and keeps its traceback
         print(f"supermask: error: {one_line(str(exc))}", file=sys.stderr)
         return 2

@@ -33,6 +33,16 @@ class RunBusyError(TrainingError):
     """Another process is writing to the same run directory."""
 
 
+class RunInterrupted(TrainingError):
+    """A run stopped on request (``train.time_limit``, SIGTERM or SIGUSR1) after writing its whole state,
+    mid-epoch included: the same command resumes it at the step it stopped at. The command line exits
+    with :data:`EXIT_RESUMABLE`."""
+
+
+#: the exit code of a run (or sweep) that stopped on request with its state written: rerun to resume
+EXIT_RESUMABLE = 3
+
+
 class NonFiniteScoresError(SupermaskError, ValueError):
     """The scores hold NaN, so no mask can be selected (training diverged)."""
 
@@ -45,7 +55,9 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "NonFiniteScoresError",
+    "EXIT_RESUMABLE",
     "RunBusyError",
+    "RunInterrupted",
     "StorageError",
     "SupermaskConfigError",
     "SupermaskError",

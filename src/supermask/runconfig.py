@@ -75,6 +75,9 @@ class TrainSection:
     deterministic: bool = False  # deterministic algorithms and a fixed thread count: bit-identical reruns
     threads: int | None = None  # CPU threads (torch.set_num_threads); None: PyTorch's default
     max_steps: int | None = None  # stop an epoch early (for smoke tests); None: whole epochs
+    # seconds this process may train: then (or at SIGTERM / SIGUSR1) the run writes its state, mid-epoch
+    # included, and exits with code 3 (resumable: the same command continues it at that step)
+    time_limit: float | None = None
 
 
 # Keys that say where and how a run is carried out, not what experiment it is: two runs that differ
@@ -99,6 +102,7 @@ BOOKKEEPING_KEYS = frozenset(
         "train.allow_world_size_change",
         "train.deterministic",
         "train.threads",
+        "train.time_limit",
     }
 )
 
@@ -530,6 +534,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         ("train.seed", t.seed, 0, MAX_SEED, False, False),  # torch seeds seed * 100003 + epoch: 64-bit
         ("train.max_steps", t.max_steps, 1, MAX_INT, False, False),
         ("train.threads", t.threads, 1, MAX_THREADS, False, False),
+        ("train.time_limit", t.time_limit, 0.0, None, False, False),
         ("data.split_tasks", d.split_tasks, 1, MAX_TASKS, False, False),
     ]
     for key, number, low, high, low_open, high_open in ranges:

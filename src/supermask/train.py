@@ -30,9 +30,11 @@ from supermask.core import checkpoint
 from supermask.core.convert import merge, silent_outputs, sparsity_report, supermask_layers, to_supermask
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import (
+    EXIT_RESUMABLE,
     DataError,
     NonFiniteScoresError,
     RunBusyError,
+    RunInterrupted,
     StorageError,
     SupermaskConfigError,
     SupermaskError,
@@ -440,6 +442,58 @@ def _execution(cfg: RunConfig) -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic)
 
 
+class StopRequest:
+    """Whether the run should stop now, writing its state: ``train.time_limit`` seconds have passed since
+    it started, or SIGTERM / SIGUSR1 arrived (what SLURM sends before a time limit or preemption). The
+    handlers are installed for the epochs (main thread only) and the previous ones restored after them. Under
+    DDP the ranks agree every :attr:`EVERY` steps (one tiny all-reduce), so that all stop at one step."""
+
+    EVERY = 20
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, time_limit: float | None, world: int) -> None:
+        self.deadline = None if time_limit is None else time.monotonic() + time_limit
+        self.world = world
+        self.signal: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is not None:
+                    self._previous[number] = signal.signal(number, self._on_signal)
+
+    def restore(self) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _on_signal(self, number: int, frame: Any) -> None:
+        import signal
+
+        self.signal = signal.Signals(number).name
+
+    def reason(self, step: int) -> str | None:
+        """Why to stop after ``step`` (None: go on)."""
+        why = self.signal or ("train.time_limit reached" if self._past_deadline() else None)
+        if self.world > 1:
+            if step % self.EVERY:
+                return None
+            flag = torch.tensor([1.0 if why else 0.0])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            return (why or "another process was asked to stop") if flag.item() else None
+        return why
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
 def _append_line(path: Path, row: dict[str, Any]) -> None:
     try:
         with open(path, "a") as f:
@@ -511,6 +565,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     master = rank == 0
     run_dir = cfg.run_dir()
+    stop = StopRequest(cfg.train.time_limit, world)
     try:
         # --- data, model, optimiser --------------------------------------------------------
         torch.manual_seed(cfg.train.seed)
@@ -544,13 +599,16 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
 
         # --- resume (prepare_run_dir checked the directory's run against this config) -------
         start_epoch, history = 0, []
+        partial: dict[str, Any] | None = None  # an epoch stopped part-way: where, and its sums so far
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"], state["metrics"]
+            partial = state.get("partial")
             check_same_precision(cfg, run_dir, state, history, autocast, device)
             if master:
-                log(f"resuming {run_dir} from epoch {start_epoch}")
+                at = f", step {partial['step']} of epoch {start_epoch + 1}" if partial else ""
+                log(f"resuming {run_dir} from epoch {start_epoch}{at}")
         if master:
             for row in silent_outputs(model):
                 log(
@@ -571,7 +629,21 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         writer = _tensorboard(run_dir) if master else None
         environment = _environment(device, world, autocast, channels_last)
 
+        def snapshot(epochs_done: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+            """Everything the run needs to go on: after ``epochs_done`` epochs and, mid-epoch, ``partial``."""
+            return {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epochs_done,
+                "metrics": history,
+                "config": cfg.to_dict(),
+                "world_size": world,
+                "threads": torch.get_num_threads(),
+                **({"partial": partial} if partial is not None else {}),
+            }
+
         # --- epochs ------------------------------------------------------------------------
+        stop.install()
         for epoch in range(start_epoch, cfg.train.epochs):
             torch.manual_seed(cfg.train.seed * 1000 + epoch)  # bernoulli sampling: same on resume
             if hasattr(train_loader, "set_epoch"):
@@ -581,9 +653,20 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             net.train()
             t0 = time.perf_counter()
             seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
+            skip, earlier_seconds = 0, 0.0
+            if partial is not None:  # the epoch a stop interrupted: its batches so far are skipped, not redone
+                skip, seen, earlier_seconds = partial["step"], partial["seen"], partial["seconds"]
+                loss_sum.fill_(partial["loss_sum"])
+                correct.fill_(partial["correct"])
+                lr = learning_rate(cfg, epoch * steps_per_epoch + skip - 1, total_steps, steps_per_epoch)
             for step, (x, y) in enumerate(_progress(cfg, train_loader, epoch, rank)):
                 if step >= steps_per_epoch:
                     break
+                if step < skip:
+                    continue  # the loader's order and augmentation are the epoch's own: skipping replays them
+                if partial is not None:  # the first step after the stop: the random state it stopped with
+                    torch.set_rng_state(partial["rng"])
+                    partial = None
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if channels_last:
                     x = channels_last_input(x)
@@ -604,6 +687,25 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                     break
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
+                why = stop.reason(step + 1)
+                if why is not None:
+                    where = {
+                        "step": step + 1,
+                        "seen": seen,
+                        "loss_sum": float(loss_sum),
+                        "correct": float(correct),
+                        "seconds": earlier_seconds + time.perf_counter() - t0,
+                        "rng": torch.get_rng_state(),
+                    }
+                    if master:
+                        with atomic_writer(run_dir / TRAIN_STATE) as f:
+                            torch.save(snapshot(epoch, where), f)
+                    raise RunInterrupted(
+                        f"stopped ({why}) at step {step + 1} of epoch {epoch + 1}/{cfg.train.epochs}; its whole state "
+                        f"is in {run_dir / TRAIN_STATE}: run the same command again to resume it there "
+                        f"(exit code {EXIT_RESUMABLE})"
+                    )
+            partial = None  # (a stop after an epoch's last step resumes straight into its end)
             train_loss = float(loss_sum) / max(1, seen)
             method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)
             test: dict[str, float] = {"loss": math.nan, "accuracy": math.nan}
@@ -633,7 +735,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                 "train_accuracy": float(correct) / max(1, seen),
                 "test_loss": test["loss"],
                 "test_accuracy": test["accuracy"],
-                "seconds": time.perf_counter() - t0,
+                "seconds": earlier_seconds + time.perf_counter() - t0,
                 **environment,
             }
             history.append(row)
@@ -643,17 +745,8 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                     for key, value in row.items():
                         if isinstance(value, (int, float)):
                             writer.add_scalar(key, value, epoch + 1)
-                snapshot = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "metrics": history,
-                    "config": cfg.to_dict(),
-                    "world_size": world,
-                    "threads": torch.get_num_threads(),
-                }
                 with atomic_writer(run_dir / TRAIN_STATE) as f:
-                    torch.save(snapshot, f)
+                    torch.save(snapshot(epoch + 1), f)
                 log(
                     f"epoch {epoch + 1}/{cfg.train.epochs}  loss {train_loss:.4f}  "
                     f"train acc {row['train_accuracy']:.4f}  test acc {test['accuracy']:.4f}  ({row['seconds']:.1f}s)"
@@ -696,6 +789,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             writer.close()
         return result
     finally:
+        stop.restore()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
