@@ -9,9 +9,10 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from supermask import __version__
+from supermask.core.values import shorten
 from supermask.errors import (
     EXIT_RESUMABLE,
     RunBusyError,
@@ -149,6 +150,7 @@ def _eval_channels_last(path: Path, cfg: Any, device: Any) -> bool:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    import os
     import shutil
 
     from supermask.core.checkpoint import CONFIG_FILE
@@ -163,10 +165,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SupermaskError(f"{out} exists and is not an empty folder; choose a new directory")
+    from supermask.fileio import temp_path
+
+    tmp = temp_path(out.absolute())  # copied whole beside it, then renamed: never a half-written export
     try:
-        shutil.copytree(folder, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+        shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns(".*"))
+        if out.is_dir():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
     except OSError as exc:
-        raise StorageError(f"cannot write {out}: {exc}") from exc
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StorageError(f"cannot write {out}: {exc.strerror or exc}") from exc
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"exported {out} ({size} bytes)")
     return 0
@@ -412,10 +421,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, as every other error (its usage text is under --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"supermask: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="supermask", description=__doc__)
+    parser = _Parser(prog="supermask", description=__doc__)
     parser.add_argument("--version", action="version", version=f"supermask {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("train", help="train one run (no arguments: edge-popup MLP on digits)")
     p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] key=value", help="e.g. supermask.k=0.3 train.epochs=5")
     p.add_argument("--print-config", action="store_true", help="print the full resolved config and exit")
@@ -484,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RESUMABLE
     except SupermaskError as exc:  # a user's mistake: one line; anything else is a bug and keeps its traceback
         print(f"supermask: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the system refuses (too long, no permission, a loop of links): the user's
+        where = f"{shorten(str(exc.filename))}: " if exc.filename else ""
+        print(f"supermask: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
 
 
