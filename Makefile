@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pip's CUDA index, or install torch into .venv yourself first.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test lint bench reproduce clean
+.PHONY: run test test-fast lint bench reproduce clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ run: $(VENV)/.installed  ## the main job: edge-popup MLP on the embedded digits 
 
 test: $(VENV)/.installed  ## the whole test suite (exit 5, "no tests ran", counts as a failure)
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
+
+test-fast: $(VENV)/.installed  ## everyday work: the suite without its slow end-to-end tests (about a minute)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks experiments

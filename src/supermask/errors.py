@@ -55,7 +55,6 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "NonFiniteScoresError",
-    "EXIT_RESUMABLE",
     "RunBusyError",
     "RunInterrupted",
     "StorageError",
