@@ -12,7 +12,9 @@
 #          edge-popup / dense pairs at k = 0.5.
 # A run's state does not survive a change of machine: start and finish each run on one machine (rerunning
 # continues an interrupted run there). On a GPU, run the whole grid at 100 epochs: EPOCHS_SHORT=100.
-# Usage: experiments/paper_schedule.sh [long|short|all]   Env: CIFAR_DIR, THREADS, JOBS (1), SEEDS (0).
+# Usage: experiments/paper_schedule.sh [long|short|all]   Env: CIFAR_DIR, THREADS, JOBS (1), SEEDS (0),
+#   BF16 (auto; the 100-epoch edge-popup run of 2026-12-03 runs in fp32: BF16=false THREADS=1 continues it,
+#   after experiments/park.sh resume results/paper_schedule_100/parked/conv4-edge-popup.tar.gz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHICH=${1:-all}
@@ -21,7 +23,8 @@ SEEDS=${SEEDS:-0}
 sweep() {  # sweep MODEL OUT EPOCHS overrides...
   local model=$1 out=$2 epochs=$3; shift 3
   $SM sweep "configs/cifar10/$model.yaml" data.name=cifar10-jpeg75 data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" \
-    train.epochs="$epochs" train.progress=lines train.seed="$SEEDS" "${THREADS_ARG[@]}" "$@" --out "$out" --jobs "$JOBS"
+    train.epochs="$epochs" train.progress=lines train.seed="$SEEDS" train.bf16="${BF16:-auto}" "${THREADS_ARG[@]}" "$@" \
+    --out "$out" --jobs "$JOBS"
 }
 if [ "$WHICH" = long ] || [ "$WHICH" = all ]; then
   OUT=results/paper_schedule_100/runs
