@@ -428,6 +428,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"supermask: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
+def _add_trust_options(p: argparse.ArgumentParser) -> None:
+    """What a user says to build a model of its own that a checkpoint names (a file never imports code)."""
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="build a model of its own that the checkpoint names (package.module:callable): imports that module",
+    )
+    p.add_argument(
+        "--model", default=None, metavar="NAME", help="the run's model.name, given here: the same as trusting it"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="supermask", description=__doc__)
     parser.add_argument("--version", action="version", version=f"supermask {__version__}")
@@ -447,26 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="run",
         help="compute in the precision the run was evaluated in (default), or in fp32 or bf16",
     )
-    p.add_argument(
-        "--trust-model-code",
-        action="store_true",
-        help="build a model of its own that the checkpoint names (package.module:callable): imports that module",
-    )
-    p.add_argument(
-        "--model", default=None, metavar="NAME", help="the run's model.name, given here: the same as trusting it"
-    )
+    _add_trust_options(p)
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("export", help="copy a run's compact seed + mask checkpoint to OUT_DIR")
     p.add_argument("run_dir")
     p.add_argument("out_dir")
-    p.add_argument(
-        "--trust-model-code",
-        action="store_true",
-        help="build a model of its own that the checkpoint names (package.module:callable): imports that module",
-    )
-    p.add_argument(
-        "--model", default=None, metavar="NAME", help="the run's model.name, given here: the same as trusting it"
-    )
+    _add_trust_options(p)
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("sweep", help="a grid of runs: key=a,b,c varies a key (resumable, parallel, shardable)")
     p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] key=a,b,c")
