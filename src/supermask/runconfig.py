@@ -30,6 +30,9 @@ class ModelSection:
     name: str = "mlp"  # see supermask.models.MODEL_NAMES, or package.module:callable
     width: float = 1.0
     init_from: str | None = None  # a finished run (or exported checkpoint) whose trained network starts this one
+    # arguments for the model's constructor or factory, e.g. {activation: elu} or, for
+    # model.name=timm:create_model, {model_name: resnet50, pretrained: false}
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,14 +49,16 @@ class DataSection:
 
 @dataclass
 class OptimSection:
-    name: str = "sgd"  # sgd or adam
+    name: str = "sgd"  # sgd, sgdw (decoupled weight decay, Loshchilov & Hutter) or adam
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
     no_decay_bn_bias: bool = False  # no weight decay on BatchNorm parameters and biases
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "cosine"  # cosine or constant
+    schedule: str = "cosine"  # cosine, constant or exponential (lr * decay_rate ** floor(epoch / decay_epochs))
+    decay_rate: float = 0.96  # exponential only
+    decay_epochs: float = 10.0  # exponential only: epochs between two decays (staircase)
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
 
@@ -159,7 +164,10 @@ def experiment_key(config: dict[str, Any]) -> dict[str, Any]:
     for section, values in config.items():
         if section == "supermask":
             continue
-        out[section] = {k: v for k, v in values.items() if f"{section}.{k}" not in BOOKKEEPING_KEYS and k != "seed"}
+        # a key added to the library later reads as its default in a config saved before it existed
+        defaults = dataclasses.asdict(_SECTIONS[section]()) if section in _SECTIONS else {}
+        merged = {**defaults, **values} if isinstance(values, dict) else values
+        out[section] = {k: v for k, v in merged.items() if f"{section}.{k}" not in BOOKKEEPING_KEYS and k != "seed"}
     sm = dict(config.get("supermask", {}))
     sm.pop("seed", None)
     try:
@@ -365,8 +373,8 @@ def _coerce(key: str, value: Any, annotation: str, raw: str | None = None) -> An
             raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a non-empty list of integers, e.g. [5, 6]")
         return list(value)
     if base.startswith("dict"):
-        if not isinstance(value, dict):
-            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a mapping")
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a mapping with names as keys")
         return value
     return value  # Any: checked by its owner (SupermaskConfig.validate)
 
@@ -504,8 +512,8 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
     choices = {
         "model.name": (cfg.model.name, MODEL_NAMES if ":" not in cfg.model.name else (cfg.model.name,)),
         "data.name": (cfg.data.name, DATASET_NAMES),
-        "optim.name": (cfg.optim.name, ("sgd", "adam")),
-        "optim.schedule": (cfg.optim.schedule, ("cosine", "constant")),
+        "optim.name": (cfg.optim.name, ("sgd", "sgdw", "adam")),
+        "optim.schedule": (cfg.optim.schedule, ("cosine", "constant", "exponential")),
         "train.progress": (cfg.train.progress, ("auto", "bar", "lines", "none")),
     }
     for key, (value, allowed) in choices.items():
@@ -523,6 +531,8 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         ("optim.betas[1]", o.betas[1], 0.0, 1.0, False, True),
         ("optim.warmup_epochs", o.warmup_epochs, 0.0, None, False, False),
         ("optim.label_smoothing", o.label_smoothing, 0.0, 1.0, False, True),
+        ("optim.decay_rate", o.decay_rate, 0.0, 1.0, True, False),
+        ("optim.decay_epochs", o.decay_epochs, 0.0, MAX_EPOCHS, True, False),
         # Upper bounds far beyond any real run, so that no value reaches a C call that overflows
         # (torch.set_num_threads) or allocates without bound (a width or image size of 1e9) first.
         ("model.width", cfg.model.width, 0.0, MAX_WIDTH, True, False),
@@ -540,6 +550,11 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
     for key, number, low, high, low_open, high_open in ranges:
         if number is not None:
             _in_range(key, number, low, high, low_open, high_open)
+    reserved = sorted(set(cfg.model.kwargs) & {"num_classes", "width", "in_channels", "image_size"})
+    if reserved:
+        raise SupermaskConfigError(
+            f"model.kwargs cannot set {', '.join(reserved)}: they come from the data set (and model.width)"
+        )
     if DATASETS[d.name].folder and not d.root:
         raise SupermaskConfigError(
             f"data.name={d.name} needs data.root=DIR: a folder with train/ and val/ (or test/), one sub-folder per class"

@@ -55,7 +55,12 @@ def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: 
     """The plain model from the registry (with ``model.init_from``'s trained network in it), converted by
     the run's supermask options."""
     model = models.create(
-        cfg.model.name, num_classes=num_classes, width=cfg.model.width, in_channels=in_channels, image_size=image_size
+        cfg.model.name,
+        num_classes=num_classes,
+        width=cfg.model.width,
+        in_channels=in_channels,
+        image_size=image_size,
+        **cfg.model.kwargs,
     )
     if cfg.model.init_from:
         try:
@@ -107,7 +112,7 @@ def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> t
 
 
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or Adam over the trainable parameters (scores, or weights for ``dense``)."""
+    """SGD, SGDW or Adam over the trainable parameters (scores, or weights for ``dense``)."""
     decay, no_decay = [], []
     for _name, p in model.named_parameters():
         if not p.requires_grad:
@@ -116,20 +121,48 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
             no_decay.append(p)
         else:
             decay.append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     o = cfg.optim
+    key = "decoupled_weight_decay" if o.name == "sgdw" else "weight_decay"
+    groups = [{"params": decay, key: o.weight_decay}, {"params": no_decay, key: 0.0}]
     if o.name == "adam":
         return torch.optim.Adam(groups, lr=o.lr, betas=o.betas)
+    if o.name == "sgdw":
+        return SGDW(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 
+class SGDW(torch.optim.SGD):
+    """SGD with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay Regularization";
+    TensorFlow Addons' ``SGDW``): before each step every parameter shrinks by ``decoupled_weight_decay``
+    times the schedule's multiplier (lr now / lr at the start), outside the gradient and the momentum."""
+
+    def __init__(self, params: Any, lr: float, momentum: float = 0.0, nesterov: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0)
+        for group in self.param_groups:
+            group.setdefault("decoupled_weight_decay", 0.0)
+            group.setdefault("base_lr", lr)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            rate = group["decoupled_weight_decay"] * group["lr"] / group["base_lr"]
+            if rate:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(1.0 - rate)
+        return super().step(closure)
+
+
 def learning_rate(cfg: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Linear warm-up for ``warmup_epochs``, then cosine decay to 0 (or constant)."""
+    """Linear warm-up for ``warmup_epochs``, then cosine decay to 0, constant, or exponential (staircase)."""
     warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return cfg.optim.lr * (step + 1) / warmup
     if cfg.optim.schedule == "constant":
         return cfg.optim.lr
+    if cfg.optim.schedule == "exponential":  # staircase, as TensorFlow's ExponentialDecay(staircase=True)
+        decays = math.floor((step - warmup) / (cfg.optim.decay_epochs * steps_per_epoch))
+        return cfg.optim.lr * cfg.optim.decay_rate**decays
     progress = (step - warmup) / max(1, total_steps - warmup)
     return cfg.optim.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -874,7 +907,12 @@ def load_run(
             raise DataError(f"{train_dir} does not exist: the run's image folder is needed to know its classes")
         classes = len([d for d in train_dir.iterdir() if d.is_dir()])
     plain = models.create(
-        cfg.model.name, num_classes=classes, width=cfg.model.width, in_channels=channels, image_size=size
+        cfg.model.name,
+        num_classes=classes,
+        width=cfg.model.width,
+        in_channels=channels,
+        image_size=size,
+        **cfg.model.kwargs,
     )
     if in_progress:  # a saved run: its scores come from the state (and so do its config's checks)
         model = to_supermask(plain, cfg.supermask_config(), _initial_scores=False)

@@ -21,7 +21,7 @@ WEIGHT_INITS = (
 )
 SCORE_INITS = ("kaiming_uniform", "kaiming_normal", "uniform", "constant")
 FAN_MODES = ("fan_in", "fan_out")
-NONLINEARITIES = ("relu", "linear", "tanh", "sigmoid", "leaky_relu", "gelu")
+NONLINEARITIES = ("relu", "linear", "tanh", "sigmoid", "leaky_relu", "gelu", "elus")
 BIAS_MODES = ("zero", "frozen", "learned")
 BATCHNORM_MODES = ("non_affine", "learned")
 UNSUPPORTED_MODES = ("report", "raise")

@@ -26,8 +26,10 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def gain(nonlinearity: str) -> float:
-    """The standard gain of torch.nn.init.calculate_gain (gelu uses the relu gain)."""
+    """The standard gain of torch.nn.init.calculate_gain (gelu uses the relu gain); ``elus``: Koster et
+    al.'s ELU-scaled gain for signed supermasks over ELU networks, He's sqrt(2) times sqrt(3)."""
     table = {
+        "elus": math.sqrt(6.0),
         "relu": math.sqrt(2.0),
         "gelu": math.sqrt(2.0),
         "linear": 1.0,

@@ -1,6 +1,7 @@
 """Plain ``nn.Module`` models of the paper's experiments; none knows about supermasks.
 
-``create(name, num_classes=10, width=1.0, in_channels=3, image_size=32)`` builds one.
+``create(name, num_classes=10, width=1.0, in_channels=3, image_size=32, **kwargs)`` builds one; ``kwargs``
+(``model.kwargs`` of a run) go to the model's constructor or factory, e.g. ``activation="elu"``.
 """
 
 from __future__ import annotations
@@ -60,15 +61,16 @@ def factory(name: str) -> Callable[..., Any]:
     return fn  # type: ignore[return-value]
 
 
-def _create_own(name: str, **offered: Any) -> nn.Module:
-    """Call a factory with the arguments it accepts of ``num_classes``, ``in_channels``, ``image_size``, ``width``."""
+def _create_own(name: str, given: dict[str, Any], **offered: Any) -> nn.Module:
+    """Call a factory with ``given`` (``model.kwargs``) and the arguments it accepts of ``num_classes``,
+    ``in_channels``, ``image_size``, ``width``."""
     fn = factory(name)
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
+    kwargs = {k: v for k, v in offered.items() if takes_all or k in params} | given
     try:
         model = fn(**kwargs)
     except Exception as exc:  # the factory's own failure: the user's to fix, said in one line
@@ -90,16 +92,21 @@ def create(
     MLPs take ``image_size`` and ``in_channels`` to size their input (in_channels * image_size**2).
     """
     if ":" in name:
-        return _create_own(name, num_classes=num_classes, width=width, in_channels=in_channels, image_size=image_size)
+        return _create_own(
+            name, kwargs, num_classes=num_classes, width=width, in_channels=in_channels, image_size=image_size
+        )
     if name not in _REGISTRY:
         raise SupermaskConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise SupermaskConfigError(f"num_classes={num_classes!r} must be a positive integer")
     if not (width > 0):
         raise SupermaskConfigError(f"width={width!r} must be positive")
-    return _REGISTRY[name](
-        num_classes=num_classes, width=width, in_channels=in_channels, image_size=image_size, **kwargs
-    )
+    try:
+        return _REGISTRY[name](
+            num_classes=num_classes, width=width, in_channels=in_channels, image_size=image_size, **kwargs
+        )
+    except TypeError as exc:  # an argument the model does not take
+        raise SupermaskConfigError(f"model.kwargs={kwargs}: model {name} cannot take them ({exc})") from exc
 
 
 __all__ = ["MODEL_NAMES", "ConvNet", "MLP", "create"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from supermask.errors import SupermaskConfigError
-from supermask.models.mlp import scaled
+from supermask.models.mlp import activation_layer, scaled
 
 
 class ConvNet(nn.Module):
@@ -13,7 +13,13 @@ class ConvNet(nn.Module):
     FC 256-256-classes. Convs and FCs have no bias, as in the paper's code."""
 
     def __init__(
-        self, depth: int = 4, num_classes: int = 10, width: float = 1.0, in_channels: int = 3, image_size: int = 32
+        self,
+        depth: int = 4,
+        num_classes: int = 10,
+        width: float = 1.0,
+        in_channels: int = 3,
+        image_size: int = 32,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         if depth not in (2, 4, 6, 8):
@@ -26,8 +32,8 @@ class ConvNet(nn.Module):
         channels = in_channels
         for stage in range(depth // 2):
             out = scaled(64 * 2**stage, width)
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.ReLU()]
-            layers += [nn.Conv2d(out, out, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), activation_layer(activation)]
+            layers += [nn.Conv2d(out, out, 3, padding=1, bias=False), activation_layer(activation), nn.MaxPool2d(2)]
             channels = out
         self.features = nn.Sequential(*layers)
         side = image_size // 2 ** (depth // 2)
@@ -35,9 +41,9 @@ class ConvNet(nn.Module):
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(channels * side * side, hidden, bias=False),
-            nn.ReLU(),
+            activation_layer(activation),
             nn.Linear(hidden, hidden, bias=False),
-            nn.ReLU(),
+            activation_layer(activation),
             nn.Linear(hidden, num_classes, bias=False),
         )
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue 23: each mask method at its own paper's recipe (configs/papers/<method>/<setting>.yaml), 3 seeds,
+# into results/papers/<target>/runs; resumable (rerun to continue; finished runs are skipped).
+# Usage: experiments/papers.sh TARGET...   Targets: signed-supermask-mnist
+# Env: MNIST_DIR (../shared/data/mnist), THREADS (1), JOBS (1), SEEDS (0,1,2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source experiments/common.sh
+THREADS=${THREADS:-1}
+SEEDS=${SEEDS:-0,1,2}
+for target in "$@"; do
+  case "$target" in
+    signed-supermask-mnist)
+      out=results/papers/signed_supermask_mnist
+      $SM sweep configs/papers/signed-supermask/mnist_fcn.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
+        train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
+      $SM report "$out/runs" --out "$out"
+      ;;
+    *) echo "unknown target $target (signed-supermask-mnist)" >&2; exit 2 ;;
+  esac
+done
