@@ -35,7 +35,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     result = train(cfg)
     if result.get("run_dir") and int(__import__("os").environ.get("RANK", "0")) == 0:
-        print(f"test accuracy: {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs)")
+        steps = result.get("steps_per_epoch")
+        of = (
+            f" of {steps} steps (train.max_steps)" if result.get("config", {}).get("train", {}).get("max_steps") else ""
+        )
+        print(f"test accuracy: {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs{of})")
         print(f"run directory: {result['run_dir']}")
     return 0
 

@@ -187,7 +187,13 @@ def valid_keys() -> list[str]:
 
 
 def _unknown(what: str, name: str, valid: list[str]) -> SupermaskConfigError:
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    """An unknown key, with the closest valid one: the same name in any section first (``k`` or
+    ``train.lr`` -> ``supermask.k``, ``optim.lr``), else the closest spelling."""
+    leaf = name.rpartition(".")[2]
+    same_leaf = [v for v in valid if v.rpartition(".")[2] == leaf and v != name]
+    leaves = {v.rpartition(".")[2]: v for v in valid}
+    close_leaf = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
+    close = same_leaf[:1] or difflib.get_close_matches(name, valid, n=1, cutoff=0.6) or [leaves[c] for c in close_leaf]
     hint = f"did you mean {close[0]!r}? " if close else ""
     return SupermaskConfigError(f"unknown {what} {show(name)}; {hint}valid: {', '.join(valid)}")
 

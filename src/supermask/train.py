@@ -28,6 +28,7 @@ from torch import nn
 from supermask import models
 from supermask.core import checkpoint
 from supermask.core.convert import merge, silent_outputs, sparsity_report, supermask_layers, to_supermask
+from supermask.core.methods import method_class
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
 from supermask.errors import (
     EXIT_RESUMABLE,
@@ -624,6 +625,12 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             log(f"method {method.name}: the paper's optimiser settings, as none were given: {settings}")
         if master and cfg.data.root and not DATASETS[cfg.data.name].reads_root:
             log(root_ignored(cfg.data.name, cfg.data.root))
+        masked = masked_fraction(model)
+        if master:
+            for line in run_header(cfg, model, train_loader, test_loader, steps_per_epoch, masked, device, autocast):
+                log(line)
+            if method.same_as_another():
+                log(f"warning: {method.same_as_another()}")
         if master and cfg.ignored_settings:
             settings = ", ".join(f"{k}={v}" for k, v in cfg.ignored_settings.items())
             log(
@@ -803,6 +810,8 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             "scale_fan": sm.scale_fan,
             "seed": cfg.train.seed,
             "kept_fraction": report["converted"]["fraction"],
+            "masked_fraction": masked,  # of ALL the model's weights: the rest stay dense (frozen or learned)
+            "steps_per_epoch": steps_per_epoch,
             "world_size": world,
             "device": str(device),
             "hardware": describe_hardware(device, world),
@@ -825,6 +834,63 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         stop.restore()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def masked_fraction(model: nn.Module) -> float:
+    """The fraction of ALL the model's weights (every parameter and frozen weight but the scores) that a
+    mask selects from; the rest stay dense whatever k says."""
+    report = sparsity_report(model)
+    return report["converted"]["total"] / max(1, report["model"]["total"])
+
+
+def _examples(loader: Any) -> str:
+    for what in ("dataset", "y"):
+        try:
+            return f"{len(getattr(loader, what)):,}"
+        except (AttributeError, TypeError):
+            continue
+    return "?"
+
+
+def run_header(
+    cfg: RunConfig,
+    model: nn.Module,
+    train_loader: Any,
+    test_loader: Any,
+    steps_per_epoch: int,
+    masked: float,
+    device: torch.device,
+    autocast: bool,
+) -> list[str]:
+    """What a run is about to do, printed before its first step: model and data, the schedule as it will
+    run (``train.max_steps`` named when it cuts the epochs), the mask over what share of the weights, and
+    where and in what precision it computes. A warning when more than a tenth of the weights stay dense."""
+    sm = cfg.supermask_config()
+    method = method_class(sm.method)
+    what = f"{sm.method} k={sm.k}" if method.uses_k else sm.method
+    per_epoch = len(train_loader)
+    cut = (
+        f" (train.max_steps={cfg.train.max_steps}: {steps_per_epoch} of each epoch's {per_epoch} steps)"
+        if steps_per_epoch < per_epoch
+        else ""
+    )
+    lines = [
+        f"run: {cfg.model.name} on {describe(cfg.data.name)} ({_examples(train_loader)} train, "
+        f"{_examples(test_loader)} test examples); {cfg.train.epochs} epochs x {steps_per_epoch} steps = "
+        f"{cfg.train.epochs * steps_per_epoch:,} steps{cut}",
+        f"     {what} over {sm.weight_init} weights, masking {100 * masked:.1f}% of the model's weights; "
+        f"{describe_hardware(device)}, {precision_name(autocast)}, optimiser {cfg.optim.name} lr {cfg.optim.lr:g}",
+    ]
+    if method.has_scores and masked < 0.9:
+        report = getattr(model, "supermask_report", None)
+        dense = [e for e in report.unconverted if e.values] if report is not None else []
+        largest = max(dense, key=lambda e: e.values, default=None)
+        biggest = f" (the largest: {largest.name}, {largest.values:,} values: {largest.reason})" if largest else ""
+        lines.append(
+            f"warning: {100 * (1 - masked):.1f}% of the model's weights are not masked and stay dense{biggest}; "
+            "k applies to the masked ones only (see model.supermask_report)"
+        )
+    return lines
 
 
 def describe_hardware(device: torch.device, world: int = 1) -> str:

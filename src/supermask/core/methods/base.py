@@ -187,6 +187,11 @@ class MaskMethod:
         on k (IteRand: the weights re-drawn in training, re-drawn at the new scale too)."""
         return weight
 
+    def same_as_another(self) -> str:
+        """A warning when this config makes the method another method by construction ("" when not):
+        a comparison of the two would then measure nothing."""
+        return ""
+
     # --- training hooks -------------------------------------------------------------------------------
     def schedule_problem(self, epochs: int, steps: int) -> str:
         """Why a run of ``epochs`` epochs and ``steps`` optimiser steps in all cannot do what this method's

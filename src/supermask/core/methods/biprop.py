@@ -46,6 +46,15 @@ class Biprop(EdgePopup):
     def why_layers_do_not_keep_k(self) -> str:
         return GLOBAL_SELECTION if self.options.scope == "global" else ""
 
+    def same_as_another(self) -> str:
+        if self.config.weight_init in ("signed_constant", "unsigned_constant"):
+            return (
+                f"biprop over {self.config.weight_init} weights is edge-popup bit for bit: every kept |W| is one "
+                "constant, so alpha * sign(W) = W. The paper's biprop searches real-valued weights: "
+                "supermask.weight_init=kaiming_normal"
+            )
+        return ""
+
     def check(self, sizes: list[int], k: float) -> None:
         if self.options.scope == "global":
             check_global_k(k, sizes)
