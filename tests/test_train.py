@@ -102,7 +102,7 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import supermask.train as engine
+    import supermask.engine.epoch as engine  # the one epoch loop
 
     real = engine.F.cross_entropy
     calls = {"n": 0}
@@ -222,7 +222,7 @@ def test_compile_matches_eager(tmp_path: Path) -> None:
 
 
 def test_nan_in_first_epoch_says_no_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import supermask.train as engine
+    import supermask.engine.epoch as engine  # the one epoch loop
 
     real = engine.F.cross_entropy
     monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))

@@ -13,24 +13,24 @@ A run resumes at the first unfinished task. No DDP: one process.
 
 from __future__ import annotations
 
+import functools
 import json
-import math
-import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from supermask.core.convert import sparsity_report, supermask_layers
 from supermask.core.tasks import infer_task, set_task
 from supermask.data import DATASETS, TensorLoader, describe, load_arrays
+from supermask.engine.epoch import EpochRun, evaluate, evaluate_after, train_epoch
+from supermask.engine.optim import build_optimizer
+from supermask.engine.records import check_same_precision, describe_hardware, environment, ran_on
+from supermask.engine.rundir import EXPORT, METRICS, RESULT, TASKS_STATE, append_line
 from supermask.errors import SupermaskConfigError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs
 from supermask.precision import configured_device, precision_name, use_bf16
 from supermask.runconfig import RunConfig, to_yaml
-
-TASKS_STATE = "tasks_state.pt"
 
 
 def task_classes(num_classes: int, tasks: int) -> int:
@@ -40,10 +40,6 @@ def task_classes(num_classes: int, tasks: int) -> int:
             f"data.split_tasks={tasks} does not divide the data set's {num_classes} classes evenly"
         )
     return num_classes // tasks
-
-
-def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def split_loaders(cfg: RunConfig, device: torch.device) -> tuple[list[tuple[TensorLoader, TensorLoader]], int, Any]:
@@ -70,21 +66,7 @@ def split_loaders(cfg: RunConfig, device: torch.device) -> tuple[list[tuple[Tens
 def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[str, Any]:
     """Train every task of a split data set in turn; returns (and writes) the result. Called by
     :func:`supermask.train.train` under the run's lock."""
-    from supermask.train import (
-        EXPORT,
-        METRICS,
-        RESULT,
-        build_model,
-        build_optimizer,
-        check_has_batches,
-        check_outputs,
-        check_same_precision,
-        describe_hardware,
-        evaluate,
-        export,
-        learning_rate,
-        optimizer_step,
-    )
+    from supermask.train import build_model, check_has_batches, export
 
     device = configured_device(cfg.train.device)
     run_dir = cfg.run_dir()
@@ -103,6 +85,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
     atomic_write(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in history), fsync=False)
     layers = [layer for _, layer in supermask_layers(model)]
     method = layers[0].method
+    env = environment(device, 1, autocast, False)
 
     for task in range(done, cfg.data.split_tasks):
         set_task(model, task)
@@ -110,37 +93,33 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         train_loader, test_loader = loaders[task]
         check_has_batches(train_loader, cfg, what=f"task {task}'s training data")
         steps = len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
-        for epoch in range(cfg.train.epochs):
-            torch.manual_seed(cfg.train.seed * 1000 + task * 100 + epoch)
-            train_loader.set_epoch(epoch)
-            model.train()
-            t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-            for step, (x, y) in enumerate(train_loader):
-                if step >= steps:
-                    break
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(cfg, epoch * steps + step, cfg.train.epochs * steps, steps)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    out = model(x)
-                check_outputs(out, per_task, cfg)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
-                optimizer_step(loss, optimizer, method, layers)
-                loss_sum += float(loss.detach()) * len(y)
-                seen += len(y)
+        run = EpochRun(
+            cfg, model, optimizer, method, layers, device, autocast, False, per_task, steps, cfg.train.epochs * steps
+        )
+        for epoch in range(cfg.train.epochs):  # the single runs' epoch loop, this task's seed and loader
+            sums = train_epoch(run, train_loader, epoch, cfg.train.seed * 1000 + task * 100 + epoch)
             method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)
-            if not math.isfinite(loss_sum) or not all(
-                bool(torch.isfinite(p).all()) for p in optimizer_params(optimizer)
-            ):
+            test, diverged = evaluate_after(
+                model, sums["train_loss"], functools.partial(evaluate, model, test_loader, device, autocast)
+            )
+            if diverged:
                 raise TrainingError(
-                    f"the training loss or the parameters became non-finite in task {task}, epoch {epoch + 1}; "
-                    f"stopped (tasks 0..{task - 1} are kept in {run_dir}). Lower optim.lr"
+                    f"{diverged} in task {task}, epoch {epoch + 1}; stopped (tasks 0..{task - 1} are kept in "
+                    f"{run_dir}). Lower optim.lr"
                 )
-            test = evaluate(model, test_loader, device, autocast)
-            row = {"task": task, "epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
-                   "test_accuracy": test["accuracy"], "seconds": time.perf_counter() - t0, "bf16": autocast}  # fmt: skip
+            row = {
+                "task": task,
+                "epoch": epoch + 1,
+                "lr": sums["lr"],
+                "train_loss": sums["train_loss"],
+                "train_accuracy": sums["train_accuracy"],
+                "test_loss": test["loss"],
+                "test_accuracy": test["accuracy"],
+                "seconds": sums["seconds"],
+                **env,
+            }
             history.append(row)
-            with open(run_dir / METRICS, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_line(run_dir / METRICS, row)  # a full disk is a StorageError naming the file
             log(f"task {task} epoch {epoch + 1}/{cfg.train.epochs}  test acc {test['accuracy']:.4f}")
         snapshot = {"model": model.state_dict(), "tasks_done": task + 1, "metrics": history, "config": cfg.to_dict()}
         with atomic_writer(run_dir / TASKS_STATE) as f:
@@ -169,6 +148,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
             "kept_fraction": sum(kept) / len(kept),  # the mean over tasks
             "device": str(device),
             "hardware": describe_hardware(device),
+            "ran_on": ran_on([{**row, "epoch": i + 1} for i, row in enumerate(history)]),
             "precision": precision_name(autocast),
             "torch": torch.__version__,
             "config": cfg.to_dict(),

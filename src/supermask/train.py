@@ -1,4 +1,4 @@
-"""The training engine: one function, read top to bottom.
+"""Training a run, read top to bottom (the engine it uses is :mod:`supermask.engine`).
 
 ``train(cfg)`` builds the data, the model (converted to a supermask search unless the method is
 ``dense``, which goes through the same code path with learned weights), the optimiser and the
@@ -8,21 +8,14 @@ Under ``torchrun`` it runs DDP (gloo on CPU, nccl on GPU); only rank 0 writes.
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import os
-import platform
-import shutil
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from supermask import models
@@ -30,26 +23,42 @@ from supermask.core import checkpoint
 from supermask.core.convert import merge, silent_outputs, sparsity_report, supermask_layers, to_supermask
 from supermask.core.methods import method_class
 from supermask.data import DATASETS, build_folder_loaders, build_tensor_loaders, describe
+
+# The engine's pieces that scripts and tests reach through this module, as before it was split.
+from supermask.engine.epoch import (
+    EpochRun,
+    channels_last_input,  # noqa: E402, F401
+    evaluate,
+    evaluate_after,
+    train_epoch,
+)
+from supermask.engine.optim import SGDW, build_optimizer, learning_rate  # noqa: E402, F401
+from supermask.engine.records import check_same_precision, describe_hardware, environment, ran_on
+from supermask.engine.rundir import (
+    CONFIG,
+    EXPORT,
+    METRICS,
+    RESULT,
+    TASKS_STATE,
+    TRAIN_STATE,
+    RunLock,
+    append_line,
+    finished_result,
+    prepare_run_dir,
+    result_without_state,
+)
+from supermask.engine.step import StopRequest, execution
 from supermask.errors import (
     EXIT_RESUMABLE,
     DataError,
-    NonFiniteScoresError,
-    RunBusyError,
     RunInterrupted,
-    StorageError,
     SupermaskConfigError,
     SupermaskError,
     TrainingError,
 )
 from supermask.fileio import atomic_write, atomic_writer, make_dirs, read_json, remove_temp_files
 from supermask.precision import configured_device, precision_name, use_bf16, use_channels_last
-from supermask.runconfig import RunConfig, experiment_key, from_dict, read_yaml_file, to_yaml, trust_model
-
-TRAIN_STATE = "train_state.pt"
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
-CONFIG = "config.yaml"
-EXPORT = "supermask"
+from supermask.runconfig import RunConfig, from_dict, read_yaml_file, to_yaml, trust_model
 
 
 def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
@@ -112,81 +121,6 @@ def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> t
     return train, test, classes, info.in_channels, info.image_size
 
 
-def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD, SGDW or Adam over the trainable parameters (scores, or weights for ``dense``)."""
-    decay, no_decay = [], []
-    for _name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue  # frozen random weights and frozen biases
-        if cfg.optim.no_decay_bn_bias and (p.ndim <= 1):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    o = cfg.optim
-    key = "decoupled_weight_decay" if o.name == "sgdw" else "weight_decay"
-    groups = [{"params": decay, key: o.weight_decay}, {"params": no_decay, key: 0.0}]
-    if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, betas=o.betas)
-    if o.name == "sgdw":
-        return SGDW(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
-
-
-class SGDW(torch.optim.SGD):
-    """SGD with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay Regularization";
-    TensorFlow Addons' ``SGDW``): before each step every parameter shrinks by ``decoupled_weight_decay``
-    times the schedule's multiplier (lr now / lr at the start), outside the gradient and the momentum."""
-
-    def __init__(self, params: Any, lr: float, momentum: float = 0.0, nesterov: bool = False) -> None:
-        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0)
-        for group in self.param_groups:
-            group.setdefault("decoupled_weight_decay", 0.0)
-            group.setdefault("base_lr", lr)
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        for group in self.param_groups:
-            rate = group["decoupled_weight_decay"] * group["lr"] / group["base_lr"]
-            if rate:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.mul_(1.0 - rate)
-        return super().step(closure)
-
-
-def learning_rate(cfg: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Linear warm-up for ``warmup_epochs``, then cosine decay to 0, constant, or exponential (staircase)."""
-    warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return cfg.optim.lr * (step + 1) / warmup
-    if cfg.optim.schedule == "constant":
-        return cfg.optim.lr
-    if cfg.optim.schedule == "exponential":  # staircase, as TensorFlow's ExponentialDecay(staircase=True)
-        decays = math.floor((step - warmup) / (cfg.optim.decay_epochs * steps_per_epoch))
-        return cfg.optim.lr * cfg.optim.decay_rate**decays
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    return cfg.optim.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, device: torch.device, autocast: bool = False) -> dict[str, float]:
-    """Accuracy and mean loss of ``model`` on every batch of ``loader``."""
-    was = model.training
-    model.eval()
-    correct, total, loss = 0, 0, 0.0
-    try:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = model(x)
-            loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
-            total += len(y)
-    finally:
-        model.train(was)
-    return {"accuracy": correct / max(1, total), "loss": loss / max(1, total), "examples": total}
-
-
 def check_has_batches(loader: Any, cfg: RunConfig, world: int = 1, what: str = "the training data") -> None:
     """A training loader that yields no batch would make every epoch a no-op: a clear error instead."""
     if len(loader) > 0:
@@ -200,342 +134,6 @@ def check_has_batches(loader: Any, cfg: RunConfig, world: int = 1, what: str = "
     )
 
 
-def channels_last_input(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in channels-last memory where that exists (a batch of images, 4-D); other inputs (features,
-    token ids) unchanged: ``train.channels_last`` then acts on the model's convolutions alone."""
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-
-def _progress(cfg: RunConfig, loader: Any, epoch: int, rank: int) -> Any:
-    mode = cfg.train.progress
-    if rank != 0 or mode == "none" or mode == "lines" or (mode == "auto" and not sys.stderr.isatty()):
-        return loader
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return loader
-    return tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, file=sys.stderr)
-
-
-class RunLock:
-    """One writer per run directory: an exclusive ``flock`` on ``<run dir>/.lock``, held for the whole
-    run and released by the kernel when the process ends (a killed run leaves no stale lock)."""
-
-    FILE = ".lock"
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / self.FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        import fcntl
-
-        make_dirs(self.path.parent)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise StorageError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RunBusyError(
-                f"{self.path.parent} is in use by another supermask process (pid {holder}); wait for it to "
-                "finish, or choose another train.run_name or train.out_dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-RUN_FILES = (TRAIN_STATE, METRICS, RESULT, CONFIG, "tasks_state.pt")
-
-
-def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """``section.key: saved -> wanted`` for each experiment key that differs."""
-    out = []
-    a, b = experiment_key(saved), experiment_key(wanted)
-    for section in sorted(set(a) | set(b)):
-        x, y = a.get(section, {}), b.get(section, {})
-        for key in sorted(set(x) | set(y), key=str):
-            if x.get(key) != y.get(key):
-                out.append(f"{section}.{key}: {x.get(key)!r} -> {y.get(key)!r}")
-    return out
-
-
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, world: int, writer: bool = True) -> dict[str, Any] | None:
-    """Check what ``run_dir`` already holds against ``cfg`` (under the run's lock); return the training
-    state to resume from, or None to start afresh. Never silently replaces or mixes runs. Only the
-    ``writer`` (rank 0, holding the lock) removes a run that ``train.overwrite=true`` replaces."""
-    present = [f for f in RUN_FILES if (run_dir / f).is_file()]
-    if not present:
-        return None
-    if not cfg.train.resume:
-        if not cfg.train.overwrite:
-            what = "a finished run" if (run_dir / RESULT).is_file() else "a run"
-            raise TrainingError(
-                f"{run_dir} holds {what} and train.resume=false: set train.resume=true to continue it, "
-                "train.overwrite=true to replace it, or choose another train.run_name"
-            )
-        if writer:
-            for f in RUN_FILES:
-                (run_dir / f).unlink(missing_ok=True)
-            shutil.rmtree(run_dir / EXPORT, ignore_errors=True)
-        return None
-    state = None
-    if (run_dir / TRAIN_STATE).is_file():
-        try:
-            state = torch.load(run_dir / TRAIN_STATE, map_location="cpu", weights_only=True)
-            saved = state["config"]
-        except Exception as exc:  # a foreign or damaged file: never train over it silently
-            raise TrainingError(
-                f"{run_dir / TRAIN_STATE} cannot be read ({exc}); set train.overwrite=true with "
-                "train.resume=false to start this run again"
-            ) from exc
-    else:
-        try:
-            saved = read_yaml_file(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
-        except SupermaskConfigError as exc:
-            raise TrainingError(f"{run_dir / CONFIG} cannot be read: {exc}") from exc
-    if isinstance(saved, dict):
-        diff = _differences(saved, cfg.to_dict())
-    else:
-        diff = ["(no readable config)"]
-    if diff:
-        raise TrainingError(
-            f"{run_dir} holds a run with a different config ({'; '.join(diff[:5])}); use another "
-            "train.run_name or train.out_dir, or replace it with train.resume=false train.overwrite=true"
-        )
-    if state is not None:
-        saved_world = int(state.get("world_size", 1))
-        if saved_world != world and not cfg.train.allow_world_size_change:
-            batch = cfg.data.batch_size
-            raise TrainingError(
-                f"{run_dir} was trained with {saved_world} process(es) (global batch {saved_world * batch}); "
-                f"resuming with {world} (global batch {world * batch}) would change the experiment. To continue "
-                "with this world size on purpose, add train.allow_world_size_change=true (each epoch's world size "
-                "is recorded in result.json)"
-            )
-        if cfg.train.deterministic and state.get("threads") not in (None, torch.get_num_threads()):
-            raise TrainingError(
-                f"{run_dir} ran deterministically with {state['threads']} threads, this process has "
-                f"{torch.get_num_threads()}: set train.threads={state['threads']} to resume bit-identically"
-            )
-    return state
-
-
-def _finished_result(run_dir: Path, state: dict[str, Any] | None, epochs: int) -> dict[str, Any] | None:
-    """The stored result of a run that trained all its epochs and was exported, else None."""
-    if state is None or state.get("epoch", 0) < epochs or not (run_dir / RESULT).is_file():
-        return None
-    try:
-        result = read_json(run_dir / RESULT)
-    except StorageError:
-        return None  # re-evaluated and written again
-    return result if isinstance(result, dict) else None
-
-
-def _result_without_state(run_dir: Path, state_file: str) -> dict[str, Any] | None:
-    """What a run directory (its config already checked against this run's) holds when its training
-    state ``state_file`` is missing, as for a run copied from another machine or a committed summary: its
-    finished result, kept as it is (returned); recorded epochs without a state, which cannot be continued
-    and are never trained over (an error); or nothing recorded yet (None: the run starts)."""
-    if (run_dir / state_file).is_file():
-        return None
-    if (run_dir / RESULT).is_file():
-        try:
-            result = read_json(run_dir / RESULT)
-        except StorageError as exc:
-            raise TrainingError(
-                f"{exc}, and {run_dir} has no {state_file} to redo it from: "
-                "keep it and use another train.run_name, or start it again with train.resume=false train.overwrite=true"
-            ) from exc
-        if isinstance(result, dict):
-            return result
-    epochs = 0
-    if (run_dir / METRICS).is_file():
-        try:
-            epochs = sum(1 for line in (run_dir / METRICS).read_bytes().splitlines() if line.strip())
-        except OSError as exc:
-            raise StorageError(f"cannot read {run_dir / METRICS}: {exc.strerror or exc}") from exc
-    if epochs:
-        raise TrainingError(
-            f"{run_dir} holds {epochs} recorded epoch(s) but no {state_file} (a run's training state stays on "
-            "the machine that trained it), so it cannot be continued here and is not trained over: keep it and "
-            "use another train.run_name or train.out_dir, or start it again with train.resume=false "
-            "train.overwrite=true"
-        )
-    return None
-
-
-def check_outputs(out: Any, classes: int, cfg: RunConfig) -> None:
-    """The model's output must be a (batch, classes) tensor of logits: a head of another size would
-    fail on a label it lacks (an IndexError deep in the loss) or, larger, train without a word."""
-    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] == classes:
-        return
-    got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-    raise TrainingError(
-        f"model.name={cfg.model.name} gives {got} for a batch, and the data has {classes} classes: it must give "
-        f"(batch, {classes}) logits (the model is built with num_classes={classes}; a model of your own should "
-        "use it)"
-    )
-
-
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, method: Any, layers: list[Any]) -> None:
-    """One step from a loss: gradients, the mask method's hooks around the optimiser step (clamping,
-    pruning, re-randomisation), the step."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    method.before_step(layers)
-    optimizer.step()
-    method.after_step(layers)
-
-
-def _all_finite(model: nn.Module) -> bool:
-    """Whether every trainable parameter is finite (one pass; catches a NaN made by an epoch's last step)."""
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
-
-
-def _environment(device: torch.device, world: int, autocast: bool, channels_last: bool) -> dict[str, Any]:
-    return {
-        "world_size": world,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "bf16": autocast,
-        "channels_last": channels_last,
-        "hardware": describe_hardware(device, world),
-    }
-
-
-def check_same_precision(
-    cfg: RunConfig,
-    run_dir: Path,
-    state: dict[str, Any],
-    history: list[dict[str, Any]],
-    bf16: bool,
-    device: torch.device,
-) -> None:
-    """A run resumes in the precision its epochs ran in (train.bf16=auto may resolve differently on
-    another machine, and runs before bf16 on CPUs read train.bf16=true as CUDA only: a checkpoint from
-    before epochs recorded their precision ran bf16 exactly when its setting was true on CUDA)."""
-    ran = [row["bf16"] for row in history if isinstance(row.get("bf16"), bool)]
-    if not ran and history:
-        saved = state.get("config", {}).get("train", {}).get("bf16") if isinstance(state.get("config"), dict) else None
-        ran = [saved is True and device.type == "cuda"]
-    if ran and ran[-1] != bf16:
-        was, now = precision_name(ran[-1]), precision_name(bf16)
-        raise TrainingError(
-            f"{run_dir} trained epochs 1-{len(history)} in {was}; train.bf16={_show_bf16(cfg.train.bf16)} "
-            f"would continue it in {now} here. Set train.bf16={str(ran[-1]).lower()} to resume it as it ran, "
-            "or start it again (train.resume=false train.overwrite=true)"
-        )
-
-
-def _show_bf16(setting: bool | str) -> str:
-    return setting if isinstance(setting, str) else str(setting).lower()
-
-
-def _ran_on(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each stretch of epochs that ran on one environment: [{"epochs": [first, last], ...}]."""
-    keys = ("world_size", "threads", "device", "bf16", "channels_last", "hardware")
-    out: list[dict[str, Any]] = []
-    for row in history:
-        env = {k: row.get(k) for k in keys}
-        if out and all(out[-1][k] == env[k] for k in keys):
-            out[-1]["epochs"][1] = row["epoch"]
-        else:
-            out.append({"epochs": [row["epoch"], row["epoch"]], **env})
-    return out
-
-
-@contextmanager
-def _execution(cfg: RunConfig) -> Iterator[None]:
-    """Threads and deterministic algorithms for the run; the process's settings are restored after it."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
-        if cfg.train.threads is not None:
-            torch.set_num_threads(cfg.train.threads)
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-
-
-class StopRequest:
-    """Whether the run should stop now, writing its state: ``train.time_limit`` seconds have passed since
-    it started, or SIGTERM / SIGUSR1 arrived (what SLURM sends before a time limit or preemption). The
-    handlers are installed for the epochs (main thread only) and the previous ones restored after them. Under
-    DDP the ranks agree every :attr:`EVERY` steps (one tiny all-reduce), so that all stop at one step."""
-
-    EVERY = 20
-    SIGNALS = ("SIGTERM", "SIGUSR1")
-
-    def __init__(self, time_limit: float | None, world: int) -> None:
-        self.deadline = None if time_limit is None else time.monotonic() + time_limit
-        self.world = world
-        self.signal: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                number = getattr(signal, name, None)
-                if number is not None:
-                    self._previous[number] = signal.signal(number, self._on_signal)
-
-    def restore(self) -> None:
-        import signal
-
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous.clear()
-
-    def _on_signal(self, number: int, frame: Any) -> None:
-        import signal
-
-        self.signal = signal.Signals(number).name
-
-    def reason(self, step: int) -> str | None:
-        """Why to stop after ``step`` (None: go on)."""
-        why = self.signal or ("train.time_limit reached" if self._past_deadline() else None)
-        if self.world > 1:
-            if step % self.EVERY:
-                return None
-            flag = torch.tensor([1.0 if why else 0.0])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            return (why or "another process was asked to stop") if flag.item() else None
-        return why
-
-    def _past_deadline(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-
-def _append_line(path: Path, row: dict[str, Any]) -> None:
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
 def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     """Train one run; returns the final metrics (also written to ``<run dir>/result.json``)."""
     # --- processes: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK ---------------------------------
@@ -547,13 +145,13 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     if lock is not None:
         remove_temp_files(run_dir)  # what a killed writer of this directory left (we are its only writer now)
     try:
-        with _execution(cfg):
+        with execution(cfg):
             if cfg.data.split_tasks > 1:
                 return _train_split(cfg, log, run_dir, world)
             state = prepare_run_dir(cfg, run_dir, world, writer=master)
-            finished = _finished_result(run_dir, state, cfg.train.epochs)
+            finished = finished_result(run_dir, state, cfg.train.epochs)
             if state is None and cfg.train.resume:
-                finished = _result_without_state(run_dir, TRAIN_STATE)
+                finished = result_without_state(run_dir, TRAIN_STATE)
             if finished is not None:
                 if master:
                     log(f"{run_dir} is finished already: its result is kept")
@@ -566,13 +164,13 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
 
 def _train_split(cfg: RunConfig, log: Any, run_dir: Path, world: int) -> dict[str, Any]:
     """A run over a split data set: one mask per task (see :mod:`supermask.multitask`)."""
-    from supermask.multitask import TASKS_STATE, train_tasks
+    from supermask.multitask import train_tasks
 
     if world > 1:
         raise TrainingError("data.split_tasks runs in one process; start it without torchrun")
     prepare_run_dir(cfg, run_dir, world)  # the lock is held; a different run there is refused
     if cfg.train.resume:
-        finished = _result_without_state(run_dir, TASKS_STATE)
+        finished = result_without_state(run_dir, TASKS_STATE)
         if finished is not None:
             log(f"{run_dir} is finished already: its result is kept")
             return finished
@@ -667,7 +265,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         if world > 1:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         writer = _tensorboard(run_dir) if master else None
-        environment = _environment(device, world, autocast, channels_last)
+        env = environment(device, world, autocast, channels_last)
 
         def snapshot(epochs_done: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
             """Everything the run needs to go on: after ``epochs_done`` epochs and, mid-epoch, ``partial``."""
@@ -683,104 +281,63 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             }
 
         # --- epochs ------------------------------------------------------------------------
+        steps = EpochRun(
+            cfg,
+            net,
+            optimizer,
+            method,
+            layers,
+            device,
+            autocast,
+            channels_last,
+            num_classes,
+            steps_per_epoch,
+            total_steps,
+            rank,
+        )
         stop.install()
         for epoch in range(start_epoch, cfg.train.epochs):
-            torch.manual_seed(cfg.train.seed * 1000 + epoch)  # bernoulli sampling: same on resume
-            if hasattr(train_loader, "set_epoch"):
-                train_loader.set_epoch(epoch)
-            elif hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
-                train_loader.sampler.set_epoch(epoch)
-            net.train()
-            t0 = time.perf_counter()
-            seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
-            skip, earlier_seconds = 0, 0.0
-            if partial is not None:  # the epoch a stop interrupted: its batches so far are skipped, not redone
-                skip, seen, earlier_seconds = partial["step"], partial["seen"], partial["seconds"]
-                loss_sum.fill_(partial["loss_sum"])
-                correct.fill_(partial["correct"])
-                lr = learning_rate(cfg, epoch * steps_per_epoch + skip - 1, total_steps, steps_per_epoch)
-            for step, (x, y) in enumerate(_progress(cfg, train_loader, epoch, rank)):
-                if step >= steps_per_epoch:
-                    break
-                if step < skip:
-                    continue  # the loader's order and augmentation are the epoch's own: skipping replays them
-                if partial is not None:  # the first step after the stop: the random state it stopped with
-                    torch.set_rng_state(partial["rng"])
-                    partial = None
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if channels_last:
-                    x = channels_last_input(x)
-                lr = learning_rate(cfg, epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    try:
-                        out = net(x)
-                    except NonFiniteScoresError:  # diverged scores: stop as for a NaN loss, below
-                        loss_sum.fill_(math.nan)
-                        break
-                    check_outputs(out, num_classes, cfg)
-                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
-                optimizer_step(loss, optimizer, method, layers)
-                loss_sum += loss.detach() * len(y)
-                if step % 50 == 49 and not math.isfinite(float(loss_sum)):  # one host sync per 50 steps
-                    break
-                correct += (out.argmax(1) == y).sum()
-                seen += len(y)
-                why = stop.reason(step + 1)
-                if why is not None:
-                    where = {
-                        "step": step + 1,
-                        "seen": seen,
-                        "loss_sum": float(loss_sum),
-                        "correct": float(correct),
-                        "seconds": earlier_seconds + time.perf_counter() - t0,
-                        "rng": torch.get_rng_state(),
-                    }
-                    if master:
-                        with atomic_writer(run_dir / TRAIN_STATE) as f:
-                            torch.save(snapshot(epoch, where), f)
-                    raise RunInterrupted(
-                        f"stopped ({why}) at step {step + 1} of epoch {epoch + 1}/{cfg.train.epochs}; its whole state "
-                        f"is in {run_dir / TRAIN_STATE}: run the same command again to resume it there "
-                        f"(exit code {EXIT_RESUMABLE})"
-                    )
+
+            def stopped(where: dict[str, Any], why: str, step: int, epoch: int = epoch) -> None:
+                if master:
+                    with atomic_writer(run_dir / TRAIN_STATE) as f:
+                        torch.save(snapshot(epoch, where), f)
+                raise RunInterrupted(
+                    f"stopped ({why}) at step {step} of epoch {epoch + 1}/{cfg.train.epochs}; its whole state "
+                    f"is in {run_dir / TRAIN_STATE}: run the same command again to resume it there "
+                    f"(exit code {EXIT_RESUMABLE})"
+                )
+
+            # bernoulli sampling: the same draws on resume
+            sums = train_epoch(steps, train_loader, epoch, cfg.train.seed * 1000 + epoch, stop, partial, stopped)
             partial = None  # (a stop after an epoch's last step resumes straight into its end)
-            train_loss = float(loss_sum) / max(1, seen)
+            train_loss, lr = sums["train_loss"], sums["lr"]
             method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)
-            test: dict[str, float] = {"loss": math.nan, "accuracy": math.nan}
-            if math.isfinite(train_loss) and _all_finite(model):  # the last step may have made a NaN
-                try:
-                    test = evaluate(model, test_loader, device, autocast)
-                except NonFiniteScoresError:
-                    pass
-            if not (math.isfinite(train_loss) and math.isfinite(test["loss"])):
+            test, diverged = evaluate_after(
+                model, train_loss, functools.partial(evaluate, model, test_loader, device, autocast)
+            )
+            if diverged:
                 kept = (
                     f"The last good checkpoint (after epoch {history[-1]['epoch']}) is kept in {run_dir}"
                     if history
                     else "No epoch had completed, so there is no checkpoint to keep"
                 )
-                what = (
-                    f"the training loss became {train_loss}"
-                    if not math.isfinite(train_loss)
-                    else ("the parameters or the test loss became non-finite")
-                )
                 raise TrainingError(
-                    f"{what} in epoch {epoch + 1}; stopped. {kept}. Lower optim.lr or add warm-up (optim.warmup_epochs)"
+                    f"{diverged} in epoch {epoch + 1}; stopped. {kept}. Lower optim.lr or add warm-up (optim.warmup_epochs)"
                 )
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
                 "train_loss": train_loss,
-                "train_accuracy": float(correct) / max(1, seen),
+                "train_accuracy": sums["train_accuracy"],
                 "test_loss": test["loss"],
                 "test_accuracy": test["accuracy"],
-                "seconds": earlier_seconds + time.perf_counter() - t0,
-                **environment,
+                "seconds": sums["seconds"],
+                **env,
             }
             history.append(row)
             if master:
-                _append_line(run_dir / METRICS, row)
+                append_line(run_dir / METRICS, row)
                 if writer is not None:
                     for key, value in row.items():
                         if isinstance(value, (int, float)):
@@ -815,7 +372,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             "world_size": world,
             "device": str(device),
             "hardware": describe_hardware(device, world),
-            "ran_on": _ran_on(history),
+            "ran_on": ran_on(history),
             "precision": precision_name(autocast),
             "channels_last": channels_last,
             "deterministic": cfg.train.deterministic,
@@ -891,21 +448,6 @@ def run_header(
             "k applies to the masked ones only (see model.supermask_report)"
         )
     return lines
-
-
-def describe_hardware(device: torch.device, world: int = 1) -> str:
-    """What a run ran on, for reports: "2 x NVIDIA H100 80GB HBM3" or "AMD EPYC CPU, 2 threads"."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
-        except OSError:
-            pass
-        name = f"{name} CPU, {torch.get_num_threads()} threads"
-    return f"{world} x {name}" if world > 1 else name
 
 
 def export(
