@@ -197,7 +197,8 @@ def save(
         for key, value in extra.items():
             tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
     skip = _regenerable_keys(model)
-    state = {k: v for k, v in model.state_dict().items() if k not in skip}
+    # each layer's k is in the config: its state_dict copy (_extra_state) is not stored twice
+    state = {k: v for k, v in model.state_dict().items() if k not in skip and not k.endswith("._extra_state")}
     base_fingerprints: dict[str, str] = {}
     if cfg.weight_init == "pretrained":  # frozen parameters are the base model's: a fingerprint, not a copy
         trainable = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}

@@ -488,9 +488,19 @@ def to_supermask(
     report.total_parameters = sum(_numel(p) for p in model.parameters())
     model.supermask_config = cfg  # type: ignore[assignment,unused-ignore]
     model.supermask_report = report  # type: ignore[assignment,unused-ignore]
+    model.register_load_state_dict_post_hook(_config_k_from_layers)
     if callable(getattr(model, "save_pretrained", None)):  # a Hugging Face model
         model.save_pretrained = refuse_save_pretrained  # type: ignore[assignment,unused-ignore]
     return model
+
+
+def _config_k_from_layers(model: nn.Module, incompatible: Any) -> None:
+    """After ``load_state_dict``: the model's config takes the k its layers now hold (from their
+    ``_extra_state``), so that ``get_config``, ``save`` and reports agree with the network."""
+    cfg = getattr(model, "supermask_config", None)
+    ks = {layer.k for _, layer in supermask_layers(model)}
+    if isinstance(cfg, SupermaskConfig) and len(ks) == 1:
+        cfg.k = ks.pop()
 
 
 def refuse_save_pretrained(*args: Any, **kwargs: Any) -> None:

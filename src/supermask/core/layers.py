@@ -54,6 +54,34 @@ class SupermaskLayer(nn.Module):
         self._eval_key: tuple[Any, ...] | None = None
         self._eval_weight: Tensor | None = None
 
+    # --- state_dict: what defines the network beyond the tensors (issue 24) ---------------------
+    def get_extra_state(self) -> Tensor:
+        """k travels with ``state_dict()`` (as ``<layer>._extra_state``, a float64 tensor, so that every
+        format that stores tensors stores it), so that ``load_state_dict`` gives the network it was
+        saved with: after ``set_k(model, 0.3)`` a trainer's checkpoint resumes at 0.3, not at the k the
+        model was converted with."""
+        return torch.tensor([self.k], dtype=torch.float64)
+
+    def set_extra_state(self, state: Any) -> None:
+        from supermask.core.config import check_k
+
+        if not isinstance(state, Tensor) or state.numel() != 1:
+            raise SupermaskError(
+                f"layer {self.layer_name!r}: its state_dict entry _extra_state must be a one-element tensor "
+                f"holding k, not {type(state).__name__}"
+            )
+        k = float(state.reshape(()).item())
+        check_k(k)
+        self.k = k
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        key = prefix + "_extra_state"
+        had = key in state_dict
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        missing = args[2]  # (local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        if not had and key in missing:  # a state dict from before k travelled with it: k stays as it is
+            missing.remove(key)
+
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
