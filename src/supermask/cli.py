@@ -334,6 +334,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(
         f"sweep of {len(mine)} runs in {out_dir}: {outcome.count('done')} trained now, {done_before} were already "
         f"finished, {len(busy)} in use by other processes, {len(failed)} failed"
+        + (f", {outcome.count('interrupted')} stopped on request" if "interrupted" in outcome else "")
     )
     if failed:
         raise SupermaskError(
