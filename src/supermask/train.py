@@ -281,7 +281,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             }
 
         # --- epochs ------------------------------------------------------------------------
-        steps = EpochRun(
+        epoch_run = EpochRun(
             cfg,
             net,
             optimizer,
@@ -309,7 +309,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                 )
 
             # bernoulli sampling: the same draws on resume
-            sums = train_epoch(steps, train_loader, epoch, cfg.train.seed * 1000 + epoch, stop, partial, stopped)
+            sums = train_epoch(epoch_run, train_loader, epoch, cfg.train.seed * 1000 + epoch, stop, partial, stopped)
             partial = None  # (a stop after an epoch's last step resumes straight into its end)
             train_loss, lr = sums["train_loss"], sums["lr"]
             method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)
