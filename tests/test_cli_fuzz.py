@@ -129,7 +129,7 @@ def test_any_config_file(document: str, tmp_path: Path) -> None:
 @given(
     command=st.sampled_from(["eval", "export", "report"]),
     path=st.one_of(
-        st.text(max_size=40), st.sampled_from(["", ".", "..", "/dev/null", "/etc/passwd", "x" * 5000, "a/" * 3000])
+        st.text(max_size=40), st.sampled_from(["", ".", "/dev/null", "/etc/passwd", "x" * 5000, "a/" * 3000])
     ),
 )
 def test_any_path(command: str, path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
