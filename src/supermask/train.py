@@ -227,8 +227,9 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         if master:
             for line in run_header(cfg, model, train_loader, test_loader, steps_per_epoch, masked, device, autocast):
                 log(line)
-            if method.same_as_another():
-                log(f"warning: {method.same_as_another()}")
+            same = method.same_as_another()
+            if same:
+                log(f"warning: {same}")
         if master and cfg.ignored_settings:
             settings = ", ".join(f"{k}={v}" for k, v in cfg.ignored_settings.items())
             log(
