@@ -380,7 +380,7 @@ def test_load_generates_each_weight_once_and_no_initial_scores(saved: Path, monk
 def test_the_cheap_mask_check_agrees_with_selecting_again(method: str) -> None:
     """load's check that a mask is what the config selects: where a method answers by a count
     (selects_rebuilt), it must agree with selecting from the rebuilt scores, for right and wrong counts."""
-    from supermask.core.convert import supermask_layers
+    from supermask.core.layers import supermask_layers
 
     torch.manual_seed(0)
     model = supermask.to_supermask(

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import supermask
+from supermask.core import registry
 from supermask.core.init import generate_weight
 from supermask.core.layers import SupermaskLayer
 from supermask.core.masks import topk_mask
-from supermask.core.methods import MaskMethod, base, method_class, method_names, register_method
+from supermask.core.methods import MaskMethod, method_class, method_names, register_method
 from supermask.errors import SupermaskConfigError
 
 
@@ -70,7 +71,7 @@ def test_the_user_method_is_registered() -> None:
 
 
 def test_a_method_class_that_cannot_work_is_refused_when_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # nothing registered here outlives the test
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # nothing registered here outlives the test
     with pytest.raises(SupermaskConfigError, match="must implement select"):
 
         @register_method
@@ -101,7 +102,7 @@ def _user_method(name: str, select: Any) -> type[MaskMethod]:
 def test_a_mask_of_the_wrong_shape_or_type_is_refused_not_broadcast(
     select: Any, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register_method(_user_method("wrong-mask", select))
     model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="wrong-mask"))
     with pytest.raises(supermask.SupermaskError, match=message):
@@ -128,7 +129,7 @@ def test_a_mask_of_the_wrong_shape_or_type_is_refused_not_broadcast(
 def test_initial_scores_that_cannot_work_are_refused_before_the_model_changes(
     hook: str, impl: Any, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register_method(type("Odd", (PositiveTopK,), {"name": "odd-scores", hook: impl}))
     model = net()
     before = [type(m) for m in model.modules()]
@@ -151,7 +152,7 @@ def test_initial_scores_that_cannot_work_are_refused_before_the_model_changes(
 def test_a_hook_result_that_would_broadcast_is_refused(
     hook: str, impl: Any, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register_method(type("Odd", (PositiveTopK,), {"name": "odd-hook", hook: impl}))
     model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="odd-hook"))
     with pytest.raises(supermask.SupermaskError, match=message):
@@ -163,11 +164,11 @@ def test_a_hook_result_that_would_broadcast_is_refused(
 
 
 def test_a_checkpoint_of_a_method_not_registered_here_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    registered = dict(base._REGISTRY)
-    monkeypatch.setattr(base, "_REGISTRY", dict(registered))
+    registered = dict(registry._REGISTRY)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registered))
     register_method(type("Mine", (PositiveTopK,), {"name": "my-top-k"}))
     supermask.save(supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="my-top-k")), tmp_path)
-    monkeypatch.setattr(base, "_REGISTRY", registered)  # a new process that did not import the method
+    monkeypatch.setattr(registry, "_REGISTRY", registered)  # a new process that did not import the method
     with pytest.raises(supermask.CheckpointError, match="method 'my-top-k', which is not registered in this process"):
         supermask.load(tmp_path, net())
 
@@ -175,7 +176,7 @@ def test_a_checkpoint_of_a_method_not_registered_here_names_it(tmp_path: Path, m
 def test_a_mask_its_storage_cannot_hold_is_refused_before_anything_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register_method(_user_method("half-mask", lambda self, layer: torch.full(layer.scores.shape, 0.5)))
     model = supermask.to_supermask(net(), supermask.SupermaskConfig(k=0.3, method="half-mask"))
     model(X)  # a float mask is a valid forward pass (0.5 * W): only 1 bit per weight cannot store it
@@ -600,7 +601,7 @@ def test_biprop_with_learned_batchnorm_trains_and_reloads(tmp_path: Path) -> Non
 def test_a_layer_whose_outputs_are_starved_is_flagged_and_the_run_warns(tmp_path: Path) -> None:
     """A global top-k at a small k can leave the layer of largest fan almost empty (Conv4 at k = 0.05:
     1 of 2,097,152 classifier weights): the layer is named before training, never silently trained."""
-    from supermask.core.convert import silent_outputs
+    from supermask.core.inspection import silent_outputs
     from supermask.models import create
     from supermask.runconfig import load_run_config
     from supermask.train import train

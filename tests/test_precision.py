@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from supermask import SupermaskConfig, cli, to_supermask
-from supermask.core.convert import supermask_layers
+from supermask.core.layers import supermask_layers
 from supermask.errors import SupermaskConfigError, TrainingError
 from supermask.models import create
 from supermask.precision import recorded_precision, use_bf16

@@ -4,18 +4,11 @@ __version__ = "0.1.0"
 
 from supermask.core.checkpoint import load, read_checkpoint, save  # noqa: E402
 from supermask.core.config import SupermaskConfig  # noqa: E402
-from supermask.core.convert import (  # noqa: E402
-    ConversionReport,
-    get_config,
-    merge,
-    set_k,
-    silent_outputs,
-    sparsity_report,
-    supermask_layers,
-    to_supermask,
-)
-from supermask.core.layers import SupermaskConv, SupermaskLayer, SupermaskLinear  # noqa: E402
+from supermask.core.convert import apply_conversion, to_supermask  # noqa: E402
+from supermask.core.inspection import get_config, merge, set_k, silent_outputs, sparsity_report  # noqa: E402
+from supermask.core.layers import SupermaskConv, SupermaskLayer, SupermaskLinear, supermask_layers  # noqa: E402
 from supermask.core.masks import kept_count  # noqa: E402
+from supermask.core.targets import ConversionPlan, ConversionReport, plan_conversion  # noqa: E402
 from supermask.core.tasks import current_task, infer_task, set_task  # noqa: E402
 from supermask.errors import (  # noqa: E402
     CheckpointError,
@@ -57,4 +50,7 @@ __all__ = [
     "sparsity_report",
     "supermask_layers",
     "to_supermask",
+    "plan_conversion",
+    "apply_conversion",
+    "ConversionPlan",
 ]

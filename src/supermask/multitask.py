@@ -20,9 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from supermask.core.convert import sparsity_report, supermask_layers
+from supermask.core.inspection import sparsity_report
+from supermask.core.layers import supermask_layers
 from supermask.core.tasks import infer_task, set_task
 from supermask.data import DATASETS, TensorLoader, describe, load_arrays
+from supermask.engine.build import build_model, check_has_batches, export
 from supermask.engine.epoch import EpochRun, evaluate, evaluate_after, train_epoch
 from supermask.engine.optim import build_optimizer
 from supermask.engine.records import check_same_precision, describe_hardware, environment, ran_on
@@ -66,7 +68,6 @@ def split_loaders(cfg: RunConfig, device: torch.device) -> tuple[list[tuple[Tens
 def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[str, Any]:
     """Train every task of a split data set in turn; returns (and writes) the result. Called by
     :func:`supermask.train.train` under the run's lock."""
-    from supermask.train import build_model, check_has_batches, export
 
     device = configured_device(cfg.train.device)
     run_dir = cfg.run_dir()

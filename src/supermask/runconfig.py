@@ -8,6 +8,7 @@ as YAML 1.2 scalars: ``true``/``false`` are the only booleans (``n``, ``no`` or 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -20,8 +21,9 @@ from typing import Any
 import yaml
 
 from supermask.core.config import MAX_TASKS, SupermaskConfig
+from supermask.core.fields import check_value
 from supermask.core.methods import method_class, scale_fan_problem
-from supermask.core.values import is_finite_number, shorten, show
+from supermask.core.values import shorten, show
 from supermask.errors import SupermaskConfigError
 
 
@@ -125,14 +127,24 @@ class RunConfig:
     # density emerges): the run says so instead of ignoring them without a word
     ignored_settings: dict[str, Any] = field(default_factory=dict)
 
+    # the checked SupermaskConfig of ``supermask`` and ``train.seed``, with the settings it was built from
+    _checked: tuple[str, SupermaskConfig] | None = field(default=None, repr=False, compare=False)
+
     def supermask_config(self) -> SupermaskConfig:
-        return SupermaskConfig.from_dict({**self.supermask, "seed": self.train.seed})
+        """The supermask section as a checked :class:`SupermaskConfig` (its seed: ``train.seed``). Built and
+        checked once, when the config is loaded, and again only after a setting changes; each call returns
+        a copy, so a model converted with it (whose ``set_k`` changes its config) leaves this one alone."""
+        settings = repr((self.supermask, self.train.seed))
+        if self._checked is None or self._checked[0] != settings:
+            self._checked = (settings, SupermaskConfig.from_dict({**self.supermask, "seed": self.train.seed}))
+        return copy.deepcopy(self._checked[1])
 
     def to_dict(self) -> dict[str, Any]:
         """The full resolved config: every section's every key, every ``SupermaskConfig`` field."""
         out = dataclasses.asdict(self)
         out.pop("method_defaults")
         out.pop("ignored_settings")
+        out.pop("_checked")
         out["optim"]["betas"] = list(self.optim.betas)
         resolved = self.supermask_config().to_dict()
         resolved.pop("seed")  # it is train.seed
@@ -336,53 +348,14 @@ def read_yaml_file(path: Path, what: str = "") -> Any:
 
 
 def _coerce(key: str, value: Any, annotation: str, raw: str | None = None) -> Any:
-    """``value`` checked against a field's annotation (a string: the modules use postponed annotations)."""
-    optional = annotation.endswith("| None") or annotation == "Any"
-    base = annotation.replace(" | None", "").strip()
-    if value is None:
-        if optional:
-            return None
-        raise SupermaskConfigError(f"{key} cannot be null")
-    if base == "bool | str":  # train.bf16, train.channels_last: true, false or auto
+    """``value`` checked against a field's annotation by the one field checker
+    (:func:`supermask.core.fields.check_value`); ``train.bf16`` and ``train.channels_last`` take
+    true, false or auto."""
+    if annotation.replace(" | None", "").strip() == "bool | str" and value is not None:
         from supermask.precision import coerce_bf16
 
         return coerce_bf16(key, value)
-    if base == "bool":
-        if not isinstance(value, bool):
-            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be true or false")
-        return value
-    if base == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be an integer")
-        return value
-    if base == "float":
-        if not is_finite_number(value):
-            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a finite number")
-        return float(value)
-    if base.startswith("tuple"):
-        ok = isinstance(value, (list, tuple)) and len(value) == 2
-        if not ok or not all(is_finite_number(v) for v in value):
-            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a list of two numbers, e.g. [0.9, 0.999]")
-        return tuple(float(v) for v in value)
-    if base == "str":
-        if raw is not None:  # from the command line: the text as typed (run_name=0.10 stays "0.10")
-            return raw.strip()
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a string")
-        return str(value)
-    if base == "list[int]":
-        if (
-            not isinstance(value, list)
-            or not value
-            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
-        ):
-            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a non-empty list of integers, e.g. [5, 6]")
-        return list(value)
-    if base.startswith("dict"):
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise SupermaskConfigError(f"{key}={_show(value, raw)} must be a mapping with names as keys")
-        return value
-    return value  # Any: checked by its owner (SupermaskConfig.validate)
+    return check_value(key, value, annotation, raw)
 
 
 def _show(value: Any, raw: str | None) -> str:

@@ -40,10 +40,13 @@ from torch import nn
 
 from supermask import __version__
 from supermask.core.config import SupermaskConfig
-from supermask.core.convert import get_config, supermask_layers, to_supermask
+from supermask.core.convert import apply_conversion
 from supermask.core.init import checksum, generate_weight
+from supermask.core.inspection import get_config
+from supermask.core.layers import supermask_layers
 from supermask.core.masks import outside_inference_mode
 from supermask.core.methods import MaskMethod, method_class, method_names
+from supermask.core.targets import plan_conversion
 from supermask.errors import CheckpointError, StorageError, SupermaskError
 from supermask.fileio import atomic_write, make_dirs, remove_temp_files
 
@@ -401,7 +404,27 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
     """Convert ``model`` from the checkpoint. The dry run (``prepared.done`` false) regenerates and checks
     every weight, rebuilds the scores and re-selects and compares every mask; the real run reuses what it
     made (the same deterministic steps on an identical model): nothing is generated, hashed or compared twice."""
-    dry_run = not prepared.done
+    saved_cfg, cfg, active = _saved_config(meta)
+    layers: dict[str, Any] = meta["layers"]
+    extra = {k[len("extra/") :]: v for k, v in tensors.items() if k.startswith("extra/")}
+    weights = _frozen_weights(model, cfg, layers, extra, prepared)
+    # the conversion's two steps, with the checked weights and placeholder scores that the masks set next
+    apply_conversion(model, plan_conversion(model, cfg), weights=weights or None, initial_scores=False)
+    converted = {n: layer for n, layer in supermask_layers(model)}
+    if set(converted) != set(layers):
+        raise CheckpointError(f"wrong architecture: converted {sorted(converted)}, checkpoint has {sorted(layers)}")
+    _load_state(model, meta, tensors)
+    _load_masks(model, converted, cfg, layers, tensors, extra, prepared)
+    for layer in converted.values():
+        layer.use_task(active)
+    model.supermask_config = saved_cfg  # type: ignore[assignment,unused-ignore]
+    model.supermask_report.left_dense = [str(n) for n in meta["left_dense"]]  # type: ignore[union-attr]
+    return model
+
+
+def _saved_config(meta: dict[str, Any]) -> tuple[SupermaskConfig, SupermaskConfig, int]:
+    """The checkpoint's config (its method registered here, every field valid), the config that converts
+    exactly its saved layers (their names are the targets), and the task active at save."""
     config = meta.get("config")
     method = config.get("method") if isinstance(config, dict) else None
     if isinstance(method, str) and method not in method_names():
@@ -414,21 +437,27 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
         saved_cfg = SupermaskConfig.from_dict(dict(meta["config"]))
     except (SupermaskError, TypeError) as exc:
         raise CheckpointError(f"the checkpoint's config is invalid: {exc}") from exc
-    layers: dict[str, Any] = meta["layers"]
     active = meta.get("active_task", 0)  # absent: one task, or a bank saved before it was recorded
     if not isinstance(active, int) or isinstance(active, bool) or not 0 <= active < saved_cfg.tasks:
         raise CheckpointError(f"the checkpoint's active_task {active!r} is not one of its {saved_cfg.tasks} tasks")
-    if not layers:
+    if not meta["layers"]:
         raise CheckpointError("the checkpoint has no converted layers")
-    # Convert exactly the saved layers (their names are the targets).
     cfg = copy.copy(saved_cfg)
-    cfg.target_modules = _exact_names(list(layers))
+    cfg.target_modules = _exact_names(list(meta["layers"]))
     cfg.exclude_modules = None
     cfg.first_layer_dense = cfg.last_layer_dense = False
+    return saved_cfg, cfg, active
+
+
+def _frozen_weights(
+    model: nn.Module, cfg: SupermaskConfig, layers: dict[str, Any], extra: dict[str, torch.Tensor], prepared: _Prepared
+) -> dict[str, torch.Tensor]:
+    """Each saved layer's frozen weight, checked: the model's layer has the saved type and shape, a random
+    weight regenerated from the seed (and the method's saved state) matches its checksum, a pretrained
+    one its fingerprint. Empty for a method without scores (its learned weights are in the state)."""
     modules = dict(model.named_modules())
     weights: dict[str, torch.Tensor] = {}
     generated: dict[str, torch.Tensor] = {}  # regenerated random weights, checked against their checksums below
-    extra = {k[len("extra/") :]: v for k, v in tensors.items() if k.startswith("extra/")}
     method = method_class(cfg.method)(cfg)
     for name, entry in layers.items():
         module = modules.get(name)
@@ -475,10 +504,12 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
             )
     weights.update(generated)
     prepared.weights.update(weights)
-    to_supermask(model, cfg, _weights=weights or None, _initial_scores=False)  # the scores come from the masks
-    converted = {n: layer for n, layer in supermask_layers(model)}
-    if set(converted) != set(layers):
-        raise CheckpointError(f"wrong architecture: converted {sorted(converted)}, checkpoint has {sorted(layers)}")
+    return weights
+
+
+def _load_state(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """What the base model does not hold (trained heads, norms, statistics; aliases of shared tensors),
+    loaded; with pretrained weights, the base's own parameters checked against their fingerprints."""
     state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
     for alias, key in meta["state_aliases"].items():
         if key not in state:
@@ -504,6 +535,21 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
         absent = sorted(set(base) - set(own))
         if absent:
             raise CheckpointError(f"wrong base model: it has no parameter {absent[0]!r}")
+
+
+def _load_masks(
+    model: nn.Module,
+    converted: dict[str, Any],
+    cfg: SupermaskConfig,
+    layers: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    extra: dict[str, torch.Tensor],
+    prepared: _Prepared,
+) -> None:
+    """The method's extra state, then every task's masks: unpacked, their kept counts checked, the scores
+    set (saved, or rebuilt from the mask by the method once) and, in the dry run, each mask selected again
+    under the saved config and compared with the stored one."""
+    dry_run = not prepared.done
     layer_list = list(converted.values())
     with torch.no_grad():
         if layer_list:
@@ -553,11 +599,6 @@ def _apply(model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tens
                     rebuilt.add(name)
             if dry_run:
                 _verify_masks(model, stored, rebuilt)
-        for layer in layer_list:
-            layer.use_task(active)
-    model.supermask_config = saved_cfg  # type: ignore[assignment,unused-ignore]
-    model.supermask_report.left_dense = [str(n) for n in meta["left_dense"]]  # type: ignore[union-attr]
-    return model
 
 
 def _checksums(tensors: list[torch.Tensor]) -> list[str]:

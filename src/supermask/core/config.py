@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from supermask.core.values import is_finite_number, show
+from supermask.core.fields import check_value
+from supermask.core.registry import method_class, method_names
+from supermask.core.values import show
 from supermask.errors import SupermaskConfigError
 
 WEIGHT_INITS = (
@@ -107,7 +109,7 @@ class SupermaskConfig:
         """Raise :class:`SupermaskConfigError` naming the first invalid field."""
         _check_types(self)
         check_k(self.k)
-        method = _method_class(self.method)
+        method = method_class(self.method)
         _choice("weight_init", self.weight_init, WEIGHT_INITS)
         _choice("fan_mode", self.fan_mode, FAN_MODES)
         _choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
@@ -129,8 +131,6 @@ class SupermaskConfig:
                 f"tasks={self.tasks}: method {show(self.method)} has no masks to keep one per task"
             )
         if self.tasks > 1 and not _keeps_tasks_apart(method):
-            from supermask.core.methods import method_class, method_names
-
             usable = [n for n in method_names() if _keeps_tasks_apart(method_class(n))]
             raise SupermaskConfigError(
                 f"tasks={self.tasks}: method {show(self.method)} changes the shared weights or keeps per-layer state "
@@ -166,7 +166,7 @@ class SupermaskConfig:
         out = self.to_dict()
         out.pop("seed")
         defaults = SupermaskConfig().to_dict()
-        ignored = _method_class(self.method)(self).ignored_fields()
+        ignored = method_class(self.method)(self).ignored_fields()
         if self.weight_init == "pretrained":  # the weights are the model's own: nothing draws them
             ignored |= {"fan_mode", "nonlinearity", "scale_fan"}
         for key in ignored:
@@ -182,27 +182,10 @@ def _keeps_tasks_apart(method: Any) -> bool:
     return bool(method.has_scores and method.supports_tasks and not method.own_buffers)
 
 
-def _method_class(name: str) -> Any:
-    from supermask.core.methods import method_class  # the registry imports this module
-
-    return method_class(name)
-
-
 def _check_types(cfg: SupermaskConfig) -> None:
     """Every field has its declared type: a bool is True or False (never "n"), a number is finite."""
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        kind = str(f.type)
-        if kind == "bool" and not isinstance(value, bool):
-            raise SupermaskConfigError(f"{f.name}={show(value)} must be true or false")
-        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-            raise SupermaskConfigError(f"{f.name}={show(value)} must be an integer")
-        if kind == "float" and not is_finite_number(value):
-            raise SupermaskConfigError(f"{f.name}={show(value)} must be a finite number")
-        if kind == "str" and not isinstance(value, str):
-            raise SupermaskConfigError(f"{f.name}={show(value)} must be a string")
-        if kind.startswith("dict") and not isinstance(value, dict):
-            raise SupermaskConfigError(f"{f.name}={show(value)} must be a mapping")
+        check_value(f.name, getattr(cfg, f.name), str(f.type))
 
 
 def _check_spec(spec: Any, field_name: str) -> None:

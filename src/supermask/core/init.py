@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from supermask.core import rng
-from supermask.core.config import SupermaskConfig
+
+if TYPE_CHECKING:
+    from supermask.core.config import SupermaskConfig
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from supermask.core.config import check_k
 from supermask.core.masks import kept_count, new_hint, version_key
 from supermask.errors import SupermaskError
 
@@ -63,8 +64,6 @@ class SupermaskLayer(nn.Module):
         return torch.tensor([self.k], dtype=torch.float64)
 
     def set_extra_state(self, state: Any) -> None:
-        from supermask.core.config import check_k
-
         if not isinstance(state, Tensor) or state.numel() != 1:
             raise SupermaskError(
                 f"layer {self.layer_name!r}: its state_dict entry _extra_state must be a one-element tensor "
@@ -269,3 +268,8 @@ class SupermaskConv1D(SupermaskLayer):
         bias = self.base_layer.bias
         out = torch.addmm(bias, flat, weight) if bias is not None else flat @ weight
         return out.view(*x.shape[:-1], weight.shape[-1])
+
+
+def supermask_layers(model: nn.Module) -> list[tuple[str, Any]]:
+    """(qualified name in the unconverted model, layer) for every converted layer."""
+    return [(m.layer_name, m) for m in model.modules() if isinstance(m, SupermaskLayer)]

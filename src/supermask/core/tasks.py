@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supermask.core.convert import get_config, supermask_layers
+from supermask.core.inspection import get_config
+from supermask.core.layers import supermask_layers
 from supermask.errors import SupermaskConfigError, SupermaskError
 
 

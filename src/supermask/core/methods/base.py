@@ -14,7 +14,6 @@ A method of your own: subclass :class:`MaskMethod`, set ``name``, implement :met
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,12 +21,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from supermask.core.fields import EXPECTED, FieldTypeError, check_value
 from supermask.core.init import generate_scores
 from supermask.core.masks import MaskedWeight, StraightThrough, pack_bits, unpack_bits
-from supermask.core.values import is_finite_number, show
+from supermask.core.registry import create_method, method_class, method_names, register_method
+from supermask.core.values import show
 from supermask.errors import SupermaskConfigError, SupermaskError
 
 _NUMPY_COUNTS = frozenset({torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64, torch.float32, torch.float64})
+
+__all__ = [  # the registry's functions, re-exported: a method module imports its base and registry from here
+    "MaskMethod",
+    "NoOptions",
+    "ThresholdRule",
+    "create_method",
+    "method_class",
+    "method_names",
+    "parse_options",
+    "register_method",
+    "scale_fan_problem",
+]
 
 if TYPE_CHECKING:
     from supermask.core.config import SupermaskConfig
@@ -260,59 +273,18 @@ def parse_options(method: MaskMethod, given: dict[str, Any]) -> Any:
         valid = ", ".join(fields) or "none"
         raise SupermaskConfigError(f"method {method.name!r} has no option(s) {show(unknown)}; its options: {valid}")
     for key, value in given.items():
-        kind = str(fields[key].type)
-        ok = (
-            (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
-            or (kind == "int" and isinstance(value, int) and not isinstance(value, bool))
-            or (kind == "bool" and isinstance(value, bool))
-            or (kind == "str" and isinstance(value, str))
-        )
-        if not ok:
-            raise SupermaskConfigError(f"option {key}={show(value)} of method {method.name!r} must be a {kind}")
-        if kind == "float" and not is_finite_number(value):
-            raise SupermaskConfigError(f"option {key}={show(value)} of method {method.name!r} must be finite")
-    return method.Options(**given)
-
-
-_REGISTRY: dict[str, type[MaskMethod]] = {}
-_METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def register_method(cls: type[MaskMethod]) -> type[MaskMethod]:
-    """Register a method class under ``cls.name`` (usable as a decorator); a name is registered once."""
-    if not cls.name or not isinstance(cls.name, str):
-        raise SupermaskConfigError(f"{cls.__name__} needs a class attribute name")
-    if not _METHOD_NAME.fullmatch(cls.name):
-        raise SupermaskConfigError(
-            f"method name {cls.name!r} of {cls.__name__} must be letters, digits, '-', '_' or '.', starting with a "
-            "letter or digit (it appears in config values, sweep grids and run names)"
-        )
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise SupermaskConfigError(f"a mask method named {cls.name!r} is already registered")
-    if cls.has_scores and cls.select is MaskMethod.select:
-        raise SupermaskConfigError(
-            f"{cls.__name__} ({cls.name!r}) must implement select(layer), the mask from the scores"
-        )
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def method_names() -> tuple[str, ...]:
-    """The registered methods' names."""
-    return tuple(_REGISTRY)
-
-
-def method_class(name: str) -> type[MaskMethod]:
-    """The class registered as ``name``; a config error listing the choices otherwise."""
-    cls = _REGISTRY.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise SupermaskConfigError(f"method={show(name)} is not valid; choose one of: {', '.join(_REGISTRY)}")
-    return cls
-
-
-def create_method(config: SupermaskConfig) -> MaskMethod:
-    """A fresh method instance for one model."""
-    return method_class(config.method)(config)
+        try:
+            check_value(key, value, str(fields[key].type))
+        except FieldTypeError as exc:
+            if exc.expected == EXPECTED["float"] and isinstance(value, (int, float)) and not isinstance(value, bool):
+                raise SupermaskConfigError(
+                    f"option {key}={show(value)} of method {method.name!r} must be finite"
+                ) from None
+            kind = str(fields[key].type)
+            raise SupermaskConfigError(
+                f"option {key}={show(value)} of method {method.name!r} must be a {kind}"
+            ) from None
+    return method.Options(**given)  # as given: its checks name the values the user wrote
 
 
 def scale_fan_problem(method: MaskMethod) -> str:
