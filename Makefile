@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pip's CUDA index, or install torch into .venv yourself first.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test test-fast lint bench reproduce clean
+.PHONY: run test test-fast lint docs docs-check bench reproduce clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,9 +24,16 @@ test-fast: $(VENV)/.installed  ## everyday work: the suite without its slow end-
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks experiments
-	$(VENV)/bin/ruff format --check src tests benchmarks experiments
+	$(VENV)/bin/ruff check src tests benchmarks experiments docs
+	$(VENV)/bin/ruff format --check src tests benchmarks experiments docs
 	$(VENV)/bin/mypy src
+	$(MAKE) docs-check
+
+docs: $(VENV)/.installed  ## regenerate docs/reference/ from the docstrings, dataclasses and parser
+	$(PY) docs/build.py
+
+docs-check: $(VENV)/.installed  ## fail on a stale reference page, a broken link or a missing docstring
+	$(PY) docs/build.py --check
 
 bench: $(VENV)/.installed  ## benchmarks (not tests): prints medians and ratios
 	$(PY) benchmarks/run_all.py

@@ -30,7 +30,7 @@ from supermask.errors import SupermaskConfigError
 @dataclass
 class ModelSection:
     name: str = "mlp"  # see supermask.models.MODEL_NAMES, or package.module:callable
-    width: float = 1.0
+    width: float = 1.0  # channel / unit multiplier of the built-in models (0.5: half the width)
     init_from: str | None = None  # a finished run (or exported checkpoint) whose trained network starts this one
     # arguments for the model's constructor or factory, e.g. {activation: elu} or, for
     # model.name=timm:create_model, {model_name: resnet50, pretrained: false}
@@ -42,7 +42,7 @@ class DataSection:
     name: str = "digits"  # see supermask.data.DATASET_NAMES
     root: str | None = None  # folder with the data set's files; None: $SUPERMASK_DATA or ~/.cache/supermask/data
     batch_size: int = 64  # per process
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 1000  # batch size of evaluation (no gradients: larger than training's)
     workers: int = 4  # DataLoader workers for image folders (imagenet)
     image_size: int | None = None  # image folders only (imagenet, folder); default 224
     split_tasks: int = 1  # > 1: the classes cut into this many tasks, one mask each (SupSup); see supermask.multitask
@@ -52,29 +52,29 @@ class DataSection:
 @dataclass
 class OptimSection:
     name: str = "sgd"  # sgd, sgdw (decoupled weight decay, Loshchilov & Hutter) or adam
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
+    lr: float = 0.1  # base learning rate (a method's paper value when none is set: see the run header)
+    momentum: float = 0.9  # SGD / SGDW momentum
+    nesterov: bool = False  # Nesterov momentum (SGD / SGDW)
+    weight_decay: float = 1e-4  # L2 penalty (sgd, adam) or decoupled decay scaled by lr / base lr (sgdw)
     no_decay_bn_bias: bool = False  # no weight decay on BatchNorm parameters and biases
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's betas
     schedule: str = "cosine"  # cosine, constant or exponential (lr * decay_rate ** floor(epoch / decay_epochs))
     decay_rate: float = 0.96  # exponential only
     decay_epochs: float = 10.0  # exponential only: epochs between two decays (staircase)
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0  # a linear warmup up to optim.lr over this many epochs, then the schedule
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, in [0, 1)
 
 
 @dataclass
 class TrainSection:
-    epochs: int = 20
-    seed: int = 0
-    out_dir: str = "runs"
+    epochs: int = 20  # training epochs
+    seed: int = 0  # the run's seed: frozen weights, initial scores, data order (also supermask.seed)
+    out_dir: str = "runs"  # the folder that holds the run directories
     run_name: str | None = None  # default: <model>-<data>-<method>-k<k>-s<seed>
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     bf16: bool | str = "auto"  # bf16 autocast: auto (where the device has native bf16), true or false
     channels_last: bool | str = "auto"  # channels-last memory: auto (on for CPUs), true or false
-    compile: bool = False
+    compile: bool = False  # torch.compile the model (helps on GPUs, not on CPUs)
     progress: str = "auto"  # auto (a bar on a terminal), bar, lines, none
     resume: bool = True  # continue from the run directory's checkpoint when there is one
     overwrite: bool = False  # with resume=false: replace a run already in the run directory

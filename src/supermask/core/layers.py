@@ -227,10 +227,12 @@ class SupermaskLayer(nn.Module):
 
     @property
     def weight(self) -> Tensor:  # type: ignore[override]
+        """The masked weight the forward pass uses (so fused paths that read ``.weight`` see the subnetwork)."""
         return self.effective_weight()
 
     @property
     def bias(self) -> Tensor | None:  # type: ignore[override]
+        """The wrapped layer's bias (zero, frozen or learned, as the config's ``bias`` says)."""
         return self.base_layer.bias
 
     def extra_repr(self) -> str:
