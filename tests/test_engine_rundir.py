@@ -19,7 +19,7 @@ from supermask.engine.rundir import (
     prepare_run_dir,
     result_without_state,
 )
-from supermask.errors import RunBusyError, TrainingError
+from supermask.errors import RunBusyError, StorageError, TrainingError
 from supermask.runconfig import load_run_config, to_yaml
 
 
@@ -105,3 +105,17 @@ def test_a_world_size_change_is_refused_unless_allowed(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="trained with 1 process"):
         prepare_run_dir(cfg, cfg.run_dir(), 2)
     assert prepare_run_dir(_cfg(tmp_path, "train.allow_world_size_change=true"), cfg.run_dir(), 2) is not None
+
+
+def test_a_metrics_line_is_appended_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from supermask.engine import rundir
+
+    path = tmp_path / "metrics.jsonl"
+    rundir.append_line(path, {"epoch": 1})
+    real = os.write
+    monkeypatch.setattr(rundir.os, "write", lambda fd, data: real(fd, data[:5]))  # the disk fills mid-line
+    with pytest.raises(StorageError, match="metrics.jsonl"):
+        rundir.append_line(path, {"epoch": 2, "loss": 0.5})
+    assert path.read_text() == '{"epoch": 1}\n'

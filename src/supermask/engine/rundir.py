@@ -3,6 +3,8 @@ finished). Nothing here trains; :mod:`supermask.train` and :mod:`supermask.multi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -183,7 +185,9 @@ def result_without_state(run_dir: Path, state_file: str) -> dict[str, Any] | Non
     epochs = 0
     if (run_dir / METRICS).is_file():
         try:
-            epochs = sum(1 for line in (run_dir / METRICS).read_bytes().splitlines() if line.strip())
+            epochs = sum(
+                1 for line in (run_dir / METRICS).read_bytes().split(b"\n")[:-1] if line.strip()
+            )  # whole lines
         except OSError as exc:
             raise StorageError(f"cannot read {run_dir / METRICS}: {exc.strerror or exc}") from exc
     if epochs:
@@ -197,8 +201,23 @@ def result_without_state(run_dir: Path, state_file: str) -> dict[str, Any] | Non
 
 
 def append_line(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` as one JSON line, whole or not at all: one ``write`` on an append-only descriptor,
+    and a short or failed write (a full disk) is cut back off, so no reader ever meets half a line; the
+    failure is a :class:`StorageError` naming the file."""
+    data = (json.dumps(row) + "\n").encode()
     try:
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)  # the line is not there, rather than half of it
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
