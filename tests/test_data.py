@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -161,8 +162,10 @@ def test_unpacked_rebuild_is_never_taken_for_cifar10(shared_data: Path, tmp_path
 
 
 def _fake_cifar_archive() -> bytes:
+    """The same bytes on every call: the gzip header's time is fixed (it holds the clock's second, so two
+    archives made across a second's boundary had different md5s: a flaky test)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as packed, tarfile.open(fileobj=packed, mode="w") as tar:
         rng = np.random.default_rng(0)
         names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
         for name in names:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supermask.core.values import shorten
 from supermask.errors import (
     EXIT_RESUMABLE,
     RunBusyError,
@@ -256,10 +257,15 @@ def _run_pool(runs: list[_SweepRun], jobs: int, config: str | None) -> list[str]
     return status
 
 
+#: the longest error line printed (an argument of megabytes is never echoed whole)
+MAX_MESSAGE = 1000
+
+
 def one_line(message: str) -> str:
-    """The message on one line (a multi-line message would read as a traceback). An error re-raised from
-    a DataLoader worker carries the worker's traceback: its own message is the last line."""
+    """The message on one line (a multi-line message would read as a traceback), at most
+    :data:`MAX_MESSAGE` characters. An error re-raised from a DataLoader worker carries the worker's
+    traceback: its own message is the last line."""
     if "Original Traceback" in message:
         last = [line for line in message.strip().splitlines() if line.strip()][-1]
         message = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(message.split())
+    return shorten(" ".join(message.split()), MAX_MESSAGE)

@@ -43,10 +43,10 @@ from supermask.core.config import SupermaskConfig
 from supermask.core.convert import apply_conversion
 from supermask.core.init import checksum, generate_weight
 from supermask.core.inspection import get_config
-from supermask.core.layers import supermask_layers
+from supermask.core.layers import SupermaskParameter, supermask_layers
 from supermask.core.masks import outside_inference_mode
 from supermask.core.methods import MaskMethod, method_class, method_names
-from supermask.core.targets import plan_conversion
+from supermask.core.targets import fan_of, plan_conversion
 from supermask.errors import CheckpointError, StorageError, SupermaskError
 from supermask.fileio import atomic_write, make_dirs, remove_temp_files
 
@@ -157,10 +157,12 @@ def save(
         with torch.no_grad():
             for name, layer in converted:
                 weight = layer.base_layer.weight
+                in_place = isinstance(layer, SupermaskParameter)
                 layers[name] = {
-                    "type": type(layer.base_layer).__name__,
+                    "type": layer.owner_type if in_place else type(layer.base_layer).__name__,
                     "shape": list(weight.shape),
                     "weight_checksum": checksum(weight) if layer.method.has_scores else None,
+                    **({"in_place": True} if in_place else {}),
                 }
                 if layer.method.has_scores and weight.dtype != torch.float32:  # the values the network ran with
                     if weight.dtype not in _DTYPE_NAMES:
@@ -443,7 +445,9 @@ def _saved_config(meta: dict[str, Any]) -> tuple[SupermaskConfig, SupermaskConfi
     if not meta["layers"]:
         raise CheckpointError("the checkpoint has no converted layers")
     cfg = copy.copy(saved_cfg)
-    cfg.target_modules = _exact_names(list(meta["layers"]))
+    in_place = [name for name, entry in meta["layers"].items() if isinstance(entry, dict) and entry.get("in_place")]
+    cfg.target_modules = _exact_names([name for name in meta["layers"] if name not in in_place])
+    cfg.target_parameters = _exact_names(in_place) if in_place else None
     cfg.exclude_modules = None
     cfg.first_layer_dense = cfg.last_layer_dense = False
     return saved_cfg, cfg, active
@@ -460,13 +464,19 @@ def _frozen_weights(
     generated: dict[str, torch.Tensor] = {}  # regenerated random weights, checked against their checksums below
     method = method_class(cfg.method)(cfg)
     for name, entry in layers.items():
-        module = modules.get(name)
-        if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+        if entry.get("in_place"):  # a parameter masked in place: NAME is the parameter's qualified name
+            owner_name, _, parameter = name.rpartition(".")
+            module = modules.get(owner_name)
+            source = module._parameters.get(parameter) if module is not None else None
+        else:
+            module = modules.get(name)
+            source = getattr(module, "weight", None) if module is not None else None
+        if module is None or not isinstance(source, torch.Tensor):
             raise CheckpointError(
                 f"wrong architecture: the checkpoint has layer {name!r}, the model has no such layer"
                 + _wrapper_hint(name, modules)
             )
-        shape = list(module.weight.shape)
+        shape = list(source.shape)
         if shape != entry["shape"] or type(module).__name__ != entry["type"]:
             raise CheckpointError(
                 f"wrong architecture: layer {name!r} is {type(module).__name__}{shape} in the model, "
@@ -478,7 +488,7 @@ def _frozen_weights(
         if has_scores and name in prepared.weights:
             weights[name] = prepared.weights[name]
         elif has_scores and cfg.weight_init == "pretrained":  # the base model's own weights, fingerprinted
-            weight = module.weight.detach().to("cpu", torch.float32).clone()
+            weight = source.detach().to("cpu", torch.float32).clone()
             if checksum(weight) != entry["weight_checksum"]:
                 raise CheckpointError(
                     f"wrong base model: the weights of layer {name!r} differ from those the checkpoint's masks were "
@@ -486,7 +496,13 @@ def _frozen_weights(
                 )
             weights[name] = weight
         elif has_scores:
-            fan_shape = tuple(shape[::-1]) if entry["type"] == "Conv1D" else tuple(shape)
+            fan_shape = (
+                fan_of(module, name.rpartition(".")[2])
+                if entry.get("in_place")
+                else tuple(shape[::-1])
+                if entry["type"] == "Conv1D"
+                else tuple(shape)
+            )
             weight = generate_weight(name, tuple(shape), cfg, cfg.k, fan_shape)
             try:
                 weight = method.restore_weight(name, weight, fan_shape, extra)

@@ -59,6 +59,12 @@ class SupermaskConfig:
     target_modules: module types (``nn.Linear``), names (exact or dotted suffix) or one regex
         string (full match). ``None``: every Linear and Conv1d/2d/3d.
     exclude_modules: same forms, removed from the targets; excluding a module excludes its children.
+    target_parameters: parameters masked in place besides the targeted modules (peft's name), by
+        qualified name (exact or dotted suffix, e.g. ``experts.w1``) or one regex string (full match):
+        raw ``nn.Parameter``s such as stacked expert weights, float tensors of 2 or more dimensions. A
+        name that matches nothing is an error. The modules whose forward reads their own weights
+        (``nn.MultiheadAttention``'s in-projection, transposed convolutions, Linear/Conv subclasses with
+        their own forward) are masked in place as targeted modules already.
     first_layer_dense / last_layer_dense: leave the first / last targeted layer (in module
         registration order) as an ordinary learned layer, as the paper's option.
     bias: ``zero`` (the paper's bias-free network; a bias is set to 0 and frozen), ``frozen``
@@ -91,6 +97,7 @@ class SupermaskConfig:
     seed: int = 0
     target_modules: Any = None
     exclude_modules: Any = None
+    target_parameters: Any = None
     first_layer_dense: bool = False
     last_layer_dense: bool = False
     bias: str = "zero"
@@ -121,6 +128,16 @@ class SupermaskConfig:
         _choice("unconverted", self.unconverted, UNCONVERTED_MODES)
         _check_spec(self.target_modules, "target_modules")
         _check_spec(self.exclude_modules, "exclude_modules")
+        names = self.target_parameters
+        if (
+            names is not None
+            and not isinstance(names, str)
+            and not (isinstance(names, (list, tuple)) and all(isinstance(i, str) for i in names))
+        ):
+            raise SupermaskConfigError(
+                f"target_parameters must be None, a list of parameter names or one regex string; got {show(names)}"
+            )
+        _check_spec(names, "target_parameters")
         method(self)  # the method's own options, checked
         if not 1 <= self.tasks <= MAX_TASKS:
             raise SupermaskConfigError(
@@ -143,7 +160,7 @@ class SupermaskConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; module types in targets are written as their qualified names."""
         out = dataclasses.asdict(self)
-        for key in ("target_modules", "exclude_modules"):
+        for key in ("target_modules", "exclude_modules", "target_parameters"):
             out[key] = _targets_to_json(out[key])
         return out
 

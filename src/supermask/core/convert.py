@@ -13,7 +13,14 @@ from torch import nn
 
 from supermask.core.config import SupermaskConfig
 from supermask.core.init import generate_weight
-from supermask.core.layers import SupermaskConv1D, SupermaskLayer, supermask_layers
+from supermask.core.layers import (
+    MASKED_PREFIX,
+    FrozenWeight,
+    SupermaskConv1D,
+    SupermaskParameter,
+    mask_parameters_in_place,
+    supermask_layers,
+)
 from supermask.core.masks import outside_inference_mode
 from supermask.core.methods import MaskMethod, scale_fan_problem
 from supermask.core.targets import (
@@ -106,16 +113,14 @@ def apply_conversion(
     """
     cfg = plan.config
     method = plan.method
+
     # Generate everything first: nothing is changed until all of it exists.
-    new_tensors = []
-    for name, module in plan.targets:
-        shape = tuple(module.weight.shape)
-        wrapper_cls = wrapper_class(convertible_type(module))  # type: ignore[arg-type]
-        fan_shape = shape[::-1] if wrapper_cls is SupermaskConv1D else shape
+    def tensors(name: str, source: torch.Tensor, fan_shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+        shape = tuple(source.shape)
         if weights is not None:
             weight = weights[name]
         elif cfg.weight_init == "pretrained":
-            weight = module.weight.detach().clone()  # masks over the model's own weights
+            weight = source.detach().clone()  # masks over the model's own weights
         else:
             weight = generate_weight(name, shape, cfg, cfg.k, fan_shape)
         if initial_scores:
@@ -131,28 +136,62 @@ def apply_conversion(
                 for t in range(1, cfg.tasks)
             ]
             banks = [scores, *[s for s in others if s is not None]]
-        new_tensors.append((wrapper_cls, weight, scores, banks))
+        return weight, scores, banks
+
+    new_tensors = []
+    for name, module in plan.targets:
+        wrapper_cls = wrapper_class(convertible_type(module))  # type: ignore[arg-type]
+        shape = tuple(module.weight.shape)
+        new_tensors.append(
+            (wrapper_cls, *tensors(name, module.weight, shape[::-1] if wrapper_cls is SupermaskConv1D else shape))
+        )
+    in_place = [tensors(t.name, t.weight, t.fan) for t in plan.parameters]
     unconverted = plan.unconverted
 
-    wrappers: list[SupermaskLayer] = []
-    for (name, module), (wrapper_cls, weight, scores, banks) in zip(plan.targets, new_tensors):
-        ref = module.weight
-        trains_weight = not method.has_scores
-        module.weight = nn.Parameter(weight.to(device=ref.device, dtype=ref.dtype), requires_grad=trains_weight)
-        if scores is not None:
-            scores = scores.to(device=ref.device, dtype=ref.dtype)
-        bias = module.bias
+    def placed(tensor: torch.Tensor | None, ref: torch.Tensor) -> Any:
+        return None if tensor is None else tensor.to(device=ref.device, dtype=ref.dtype)
+
+    def apply_bias(bias: Any) -> None:
         if isinstance(bias, torch.Tensor):
             if cfg.bias == "zero":
                 with torch.no_grad():
                     bias.zero_()
             bias.requires_grad_(cfg.bias == "learned")
-        if banks is not None:
-            banks = [b.to(device=ref.device, dtype=ref.dtype) for b in banks]
-        wrapper = wrapper_cls(module, name, method, cfg.k, scores, banks)
+
+    trains_weight = not method.has_scores
+    for (name, module), (wrapper_cls, weight, scores, banks) in zip(plan.targets, new_tensors):
+        ref = module.weight
+        module.weight = nn.Parameter(placed(weight, ref), requires_grad=trains_weight)
+        apply_bias(module.bias)
+        banks = [placed(b, ref) for b in banks] if banks is not None else None
+        wrapper = wrapper_cls(module, name, method, cfg.k, placed(scores, ref), banks)
         wrapper.train(module.training)
         replace_everywhere(model, plan.names[id(module)], wrapper)
-        wrappers.append(wrapper)
+    by_owner: dict[int, list[str]] = {}
+    for target, (weight, scores, banks) in zip(plan.parameters, in_place):
+        ref = target.weight
+        holder = FrozenWeight(nn.Parameter(placed(weight, ref), requires_grad=trains_weight))
+        banks = [placed(b, ref) for b in banks] if banks is not None else None
+        layer = SupermaskParameter(
+            holder,
+            target.name,
+            method,
+            cfg.k,
+            placed(scores, ref),
+            banks,
+            owner_type=type(target.owner).__name__,
+            fan=target.fan,
+        )
+        layer.train(target.owner.training)
+        if target.bias is not None:
+            apply_bias(target.owner._parameters.get(target.bias))
+        target.owner._parameters.pop(target.parameter)
+        target.owner.add_module(MASKED_PREFIX + target.parameter, layer)
+        by_owner.setdefault(id(target.owner), []).append(target.parameter)
+    for target in plan.parameters:
+        if id(target.owner) in by_owner:
+            mask_parameters_in_place(target.owner, by_owner.pop(id(target.owner)))
+    wrappers = [layer for _, layer in supermask_layers(model)]
     method.setup(wrappers)
     for _, bn in plan.batchnorms:
         bn.affine = False

@@ -11,7 +11,12 @@ from torch import nn
 from supermask.core.config import SupermaskConfig, check_k
 from supermask.core.convert import refuse_save_pretrained
 from supermask.core.init import generate_weight
-from supermask.core.layers import supermask_layers
+from supermask.core.layers import (
+    MASKED_PREFIX,
+    SupermaskParameter,
+    supermask_layers,
+    unmask_parameters,
+)
 from supermask.core.masks import outside_inference_mode
 from supermask.core.methods import method_class, method_names
 from supermask.core.targets import all_names, replace_everywhere
@@ -121,11 +126,21 @@ def merge(model: nn.Module) -> nn.Module:
     finally:
         model.train(was)
     names = all_names(model)
-    for (_, layer), (_, base, weight) in zip(layers, merged):  # base: nn.Linear / nn.ConvNd / Conv1D
-        base.weight = nn.Parameter(weight)
+    owners = {id(child): parent for parent in model.modules() for child in parent.children()}
+    in_place: list[tuple[nn.Module, str, torch.Tensor]] = []
+    for (_, layer), (_, base, weight) in zip(layers, merged):
+        if isinstance(layer, SupermaskParameter):  # masked in place: the parameter goes back into its module
+            in_place.append((owners[id(layer)], layer.parameter, weight))
+            continue
+        base.weight = nn.Parameter(weight)  # base: nn.Linear / nn.ConvNd / Conv1D
         if isinstance(base.bias, torch.Tensor):
             base.bias.requires_grad_(True)
         replace_everywhere(model, names[id(layer)], base)
+    for owner, _, _ in in_place:
+        unmask_parameters(owner)  # its class again: the parameters are plain attributes once more
+    for owner, parameter, weight in in_place:
+        del owner._modules[MASKED_PREFIX + parameter]
+        owner.register_parameter(parameter, nn.Parameter(weight))
     del model.supermask_config
     del model.supermask_report
     if model.__dict__.get("save_pretrained") is refuse_save_pretrained:

@@ -272,6 +272,101 @@ class SupermaskConv1D(SupermaskLayer):
         return out.view(*x.shape[:-1], weight.shape[-1])
 
 
+class FrozenWeight(nn.Module):
+    """Holds the frozen weight of a parameter masked in place (:class:`SupermaskParameter`'s ``base_layer``)."""
+
+    def __init__(self, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.weight = weight
+        self.bias = None
+
+
+class SupermaskParameter(SupermaskLayer):
+    """A mask on one parameter of a module that reads it in its own forward (``nn.MultiheadAttention``'s
+    ``in_proj_weight``, a transposed convolution, a Linear or Conv subclass with its own forward such as
+    timm's ``StdConv2d``, a raw expert tensor named in ``target_parameters``). It is registered in the owner
+    as ``supermask_<parameter>``, and the owner's class is swapped for a subclass whose ``<parameter>`` is a
+    property returning this layer's effective weight, so the owner's forward runs unchanged on the masked
+    weight. ``layer_name`` is the parameter's qualified name (``encoder.0.self_attn.in_proj_weight``)."""
+
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        name: str,
+        method: MaskMethod,
+        k: float,
+        scores: Tensor | None,
+        task_scores: list[Tensor] | None = None,
+        *,
+        owner_type: str,
+        fan: tuple[int, ...],
+    ) -> None:
+        super().__init__(base_layer, name, method, k, scores, task_scores)
+        self.owner_type = owner_type
+        self.parameter = name.rpartition(".")[2]
+        self._fan = fan
+
+    def fan_shape(self) -> tuple[int, ...]:
+        return self._fan
+
+    def extra_repr(self) -> str:
+        return f"{self.owner_type}.{self.parameter}, method={self.method.name}, k={self.k}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise SupermaskError(
+            f"{self.layer_name!r} is a masked parameter, read by its module's own forward; it is not called"
+        )
+
+
+#: the prefix of a masked parameter's layer in its owner module
+MASKED_PREFIX = "supermask_"
+_MASKED_CLASSES: dict[tuple[type, tuple[str, ...]], type] = {}
+
+
+def original_class(module: nn.Module) -> type | None:
+    """The class a module had before some of its parameters were masked in place (None: none were)."""
+    return vars(type(module)).get("_supermask_original_class")
+
+
+def _masked_property(name: str) -> property:
+    child = MASKED_PREFIX + name
+
+    def read(self: nn.Module) -> Tensor:
+        layer: Any = self._modules[child]
+        return layer.effective_weight()
+
+    return property(read, doc=f"The masked {name} (see supermask.core.layers.SupermaskParameter).")
+
+
+def mask_parameters_in_place(module: nn.Module, names: list[str]) -> None:
+    """Swap ``module``'s class for a subclass whose parameters ``names`` are properties reading the
+    effective weight of the ``supermask_<name>`` child (already registered); removes the raw entries."""
+    base = original_class(module) or type(module)
+    masked = tuple(sorted({*names, *getattr(type(module), "_supermask_parameters", ())}))
+    cls = _MASKED_CLASSES.get((base, masked))
+    if cls is None:
+        namespace: dict[str, Any] = {
+            "_supermask_original_class": base,
+            "_supermask_parameters": masked,
+            "__module__": __name__,  # generated here (not picklable by reference: save with supermask.save)
+        }
+        for name in masked:
+            namespace[name] = _masked_property(name)
+        cls = type(f"Supermasked{base.__name__}", (base,), namespace)
+        _MASKED_CLASSES[(base, masked)] = cls
+    for name in names:
+        module._parameters.pop(name, None)
+    module.__class__ = cls
+
+
+def unmask_parameters(module: nn.Module) -> None:
+    """The inverse of :func:`mask_parameters_in_place` (``merge``): the original class back; the caller
+    registers the merged parameters and removes the children."""
+    base = original_class(module)
+    if base is not None:
+        module.__class__ = base
+
+
 def supermask_layers(model: nn.Module) -> list[tuple[str, Any]]:
     """(qualified name in the unconverted model, layer) for every converted layer."""
     return [(m.layer_name, m) for m in model.modules() if isinstance(m, SupermaskLayer)]

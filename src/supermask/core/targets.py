@@ -36,15 +36,9 @@ _NORMS: tuple[type[nn.Module], ...] = (
 
 # Modules holding weights that supermask cannot mask, and why.
 _UNSUPPORTED_REASONS: tuple[tuple[type[nn.Module], str], ...] = (
-    (
-        nn.MultiheadAttention,
-        "its packed in_proj_weight is read directly by F.multi_head_attention_forward "
-        "(its out_proj Linear is converted)",
-    ),
     (nn.Embedding, "embeddings are lookups, not weight matrices with a fan"),
     (nn.EmbeddingBag, "embeddings are lookups, not weight matrices with a fan"),
     (nn.RNNBase, "RNN/LSTM/GRU weights are flat parameters used by fused kernels"),
-    (nn.modules.conv._ConvTransposeNd, "transposed convolutions are not supported yet"),
     (nn.Bilinear, "bilinear layers are not supported yet"),
 )
 
@@ -83,6 +77,7 @@ class ConversionReport:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (name, type, reason): unsupported
     batchnorm_non_affine: list[str] = field(default_factory=list)
     aliases: dict[str, list[str]] = field(default_factory=dict)  # converted layer -> its other names
+    in_place: list[str] = field(default_factory=list)  # converted parameters masked in place (their module kept)
     unconverted: list[UnconvertedEntry] = field(default_factory=list)
     converted_weights: int = 0
     trainable_parameters: int = 0
@@ -93,6 +88,11 @@ class ConversionReport:
         lines = [f"converted {len(self.converted)} layers ({self.converted_weights:,} weights)"]
         for name, others in self.aliases.items():
             lines.append(f"  {name} is also reached as {', '.join(others)} (one wrapper: masked on every path)")
+        if self.in_place:
+            shown = ", ".join(self.in_place[:6]) + (
+                f" (and {len(self.in_place) - 6} more)" if len(self.in_place) > 6 else ""
+            )
+            lines.append(f"  masked in place, read by their module's own forward: {shown}")
         if self.unconverted:
             lines.append(f"not converted ({len(self.unconverted)}):")
             for e in self.unconverted:
@@ -129,16 +129,43 @@ def _unsupported_reason(module: nn.Module) -> str | None:
     for kind, reason in _UNSUPPORTED_REASONS:
         if isinstance(module, kind):
             return reason
-    weighted = isinstance(module, SUPPORTED) or _hf_conv1d_base(module) is not None
-    if weighted and convertible_type(module) is None:
-        return f"{type(module).__name__} overrides forward(), so a wrapper would change its behaviour"
+    weighted = isinstance(module, SUPPORTED) or _hf_conv1d_base(module) is not None or bool(parameter_specs(module))
     if weighted and parametrize.is_parametrized(module):
         return "its weight is computed by a parametrization (torch.nn.utils.parametrize)"
     if weighted and (module._forward_pre_hooks or module._forward_hooks):
         return "it has forward hooks (e.g. torch.nn.utils.prune or weight_norm), which a wrapper would bypass"
-    if weighted and not isinstance(getattr(module, "weight", None), nn.Parameter):
+    if weighted and not all(isinstance(module._parameters.get(n), nn.Parameter) for n, _ in _weight_names(module)):
         return "its weight is not an nn.Parameter"
     return None
+
+
+def _weight_names(module: nn.Module) -> list[tuple[str, str | None]]:
+    if convertible_type(module) is not None:
+        return [("weight", "bias")]
+    return [(name, bias) for name, bias, _ in parameter_specs(module)]
+
+
+def parameter_specs(module: nn.Module) -> list[tuple[str, str | None, bool]]:
+    """The parameters of ``module`` that are masked in place (its forward reads them itself), as
+    (parameter, its bias or None, fan transposed): ``nn.MultiheadAttention``'s in-projection(s),
+    a transposed convolution's weight, and the weight of a Linear, Conv or transformers ``Conv1D``
+    subclass with a forward of its own (timm's ``StdConv2d``, ``Conv2dSame``, ``Linear``). Empty for a
+    module that is wrapped whole (:func:`convertible_type`) or holds no such weight."""
+    if isinstance(module, nn.MultiheadAttention):
+        if module._qkv_same_embed_dim:
+            return [("in_proj_weight", "in_proj_bias", False)]
+        return [
+            ("q_proj_weight", "in_proj_bias", False),
+            ("k_proj_weight", None, False),
+            ("v_proj_weight", None, False),
+        ]
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return [("weight", "bias", False)]
+    if convertible_type(module) is None and isinstance(module, SUPPORTED):
+        return [("weight", "bias", False)]
+    if convertible_type(module) is None and _hf_conv1d_base(module) is not None:
+        return [("weight", "bias", True)]
+    return []
 
 
 def _matches(name: str, module: nn.Module, spec: Any) -> bool:
@@ -159,6 +186,21 @@ def _matches(name: str, module: nn.Module, spec: Any) -> bool:
 
 
 @dataclass
+class ParameterTarget:
+    """One parameter masked in place (:class:`~supermask.core.layers.SupermaskParameter`)."""
+
+    name: str  # qualified parameter name: the layer's name in reports and checkpoints
+    owner: nn.Module
+    parameter: str
+    bias: str | None  # the owner's parameter that ``SupermaskConfig.bias`` governs with it
+    fan: tuple[int, ...]  # the shape its fans are computed from, PyTorch's (out, in, *kernel) layout
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.owner._parameters[self.parameter]  # type: ignore[return-value]
+
+
+@dataclass
 class ConversionPlan:
     """What :func:`plan_conversion` decided, before anything changes: the layers to wrap, the BatchNorms
     that lose their affine parameters, every other parameter and what happens to it, and the method."""
@@ -170,6 +212,7 @@ class ConversionPlan:
     names: dict[int, list[str]]  # id(module) -> every name it is registered under
     method: MaskMethod
     unconverted: list[tuple[UnconvertedEntry, list[Any]]] = field(default_factory=list)
+    parameters: list[ParameterTarget] = field(default_factory=list)  # masked in place
 
 
 def all_names(model: nn.Module) -> dict[int, list[str]]:
@@ -189,9 +232,97 @@ def _parameter_owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]
     return owners
 
 
-def _tied_elsewhere(owners: dict[int, list[tuple[nn.Module, str]]], module: nn.Module) -> str | None:
-    """The name of another module's parameter that is ``module.weight`` itself (tied weights), if any."""
-    return next((name for other, name in owners.get(id(module.weight), []) if other is not module), None)
+def _tied_elsewhere(
+    owners: dict[int, list[tuple[nn.Module, str]]], module: nn.Module, parameters: list[str] | None = None
+) -> str | None:
+    """The name of another module's parameter that is one of ``module``'s weights (tied weights), if any."""
+    for pname in parameters or ["weight"]:
+        p = module._parameters.get(pname)
+        if p is None:
+            continue
+        other = next((n for m, n in owners.get(id(p), []) if m is not module), None)
+        if other is not None:
+            return other
+    return None
+
+
+def fan_of(owner: nn.Module, parameter: str) -> tuple[int, ...]:
+    """The shape from which the fans of ``owner``'s parameter ``parameter``, masked in place, are computed."""
+    shape = tuple(owner._parameters[parameter].shape)  # type: ignore[union-attr]
+    transposed = any(t for n, _, t in parameter_specs(owner) if n == parameter)
+    return shape[::-1] if transposed else shape
+
+
+def _parameter_target(name: str, owner: nn.Module, pname: str, bias: str | None, transposed: bool) -> ParameterTarget:
+    shape = tuple(owner._parameters[pname].shape)  # type: ignore[union-attr]
+    return ParameterTarget(name, owner, pname, bias, shape[::-1] if transposed else shape)
+
+
+def _named_parameters(
+    model: nn.Module,
+    cfg: SupermaskConfig,
+    names: dict[int, list[str]],
+    excluded: list[str],
+    planned: set[tuple[int, str]],
+    wrapped: set[int],
+    owners: dict[int, list[tuple[nn.Module, str]]],
+) -> list[ParameterTarget]:
+    """The parameters ``target_parameters`` names (exact or dotted-suffix names, or one regex string), each
+    checked: a float tensor of two or more dimensions, not tied, not inside an excluded module. A name in a
+    list that matches no parameter is an error (a typo would otherwise leave the tensor dense)."""
+    spec = cfg.target_parameters
+    if spec is None:
+        return []
+    found: list[ParameterTarget] = []
+    used: set[str] = set()
+    for module in model.modules():
+        aliases = names[id(module)]
+        if any(a == e or a.startswith(e + ".") for a in aliases for e in excluded):
+            continue
+        for pname, p in module._parameters.items():
+            if p is None:
+                continue
+            qualified = [f"{a}.{pname}" if a else pname for a in aliases]
+            matched = [
+                item
+                for item in ([spec] if isinstance(spec, str) else spec)
+                if any(
+                    (re.fullmatch(item, q) is not None)
+                    if isinstance(spec, str)
+                    else (q == item or q.endswith("." + item))
+                    for q in qualified
+                )
+            ]
+            if not matched:
+                continue
+            used.update(matched)
+            where = qualified[0]
+            if (id(module), pname) in planned:
+                continue  # masked in place already (an in-projection named twice)
+            if id(module) in wrapped and pname == "weight":
+                continue  # its module is wrapped whole
+            if id(module) in wrapped or isinstance(module, SupermaskLayer):
+                raise SupermaskError(f"target_parameters: {where!r} belongs to a converted layer; name its weight only")
+            if p.dim() < 2 or not p.is_floating_point():
+                raise SupermaskError(
+                    f"target_parameters: {where!r} is a {p.dim()}-D {p.dtype} tensor; only float tensors of 2 or more "
+                    "dimensions (weight matrices, convolution kernels, stacked expert weights) can be masked"
+                )
+            if len(owners.get(id(p), [])) > 1:
+                tied = next(n for m, n in owners[id(p)] if n != where)
+                raise SupermaskError(f"target_parameters: {where!r} is tied to {tied}: masking it would untie them")
+            specs = {n: (b, t) for n, b, t in parameter_specs(module)}
+            bias, transposed = specs.get(pname, (None, False))
+            found.append(_parameter_target(where, module, pname, bias, transposed))
+    if not isinstance(spec, str):
+        unused = [item for item in spec if item not in used]
+        if unused:
+            raise SupermaskError(
+                f"target_parameters: no parameter is named {unused[0]!r} (exact name or dotted suffix)"
+            )
+    elif not used:
+        raise SupermaskError(f"target_parameters={spec!r} matches no parameter (a regex, full match)")
+    return found
 
 
 def plan_conversion(model: nn.Module, cfg: SupermaskConfig) -> ConversionPlan:
@@ -211,6 +342,8 @@ def plan_conversion(model: nn.Module, cfg: SupermaskConfig) -> ConversionPlan:
     owners = _parameter_owners(model)
     report = ConversionReport()
     targets: list[tuple[str, Any]] = []
+    parameters: list[ParameterTarget] = []
+    in_place: set[int] = set()
     candidates: list[str] = []
     excluded: list[str] = []  # an excluded module excludes everything inside it, under any of its names
     for name, module in model.named_modules():
@@ -223,11 +356,12 @@ def plan_conversion(model: nn.Module, cfg: SupermaskConfig) -> ConversionPlan:
         if any(a.startswith(e + ".") for a in aliases for e in excluded):
             continue
         base = convertible_type(module)
+        specs = parameter_specs(module) if base is None else []
         explicit = cfg.target_modules is not None and any(_matches(a, module, cfg.target_modules) for a in aliases)
-        wanted = explicit or (cfg.target_modules is None and base is not None)
+        wanted = explicit or (cfg.target_modules is None and (base is not None or bool(specs)))
         reason = _unsupported_reason(module)
-        if reason is None and base is not None and wanted:
-            tied = _tied_elsewhere(owners, module)
+        if reason is None and (base is not None or specs) and wanted:
+            tied = _tied_elsewhere(owners, module, [n for n, _ in _weight_names(module)])
             if tied is not None:
                 reason = f"its weight is tied to {tied} (one shared parameter): masking it would untie them"
         if reason is not None:
@@ -244,26 +378,45 @@ def plan_conversion(model: nn.Module, cfg: SupermaskConfig) -> ConversionPlan:
             candidates.append(name)
             if wanted:
                 targets.append((name, module))
+        elif specs:
+            candidates.append(name)
+            if wanted and id(module) not in in_place:
+                in_place.add(id(module))
+                for pname, bias, transposed in specs:
+                    if module._parameters.get(pname) is not None:
+                        parameters.append(_parameter_target(f"{name}.{pname}", module, pname, bias, transposed))
+    parameters += _named_parameters(
+        model,
+        cfg,
+        names,
+        excluded,
+        {(id(t.owner), t.parameter) for t in parameters},
+        {id(m) for _, m in targets},
+        owners,
+    )
     if cfg.first_layer_dense and targets:
         report.left_dense.append(targets.pop(0)[0])
     if cfg.last_layer_dense and targets:
         report.left_dense.append(targets.pop()[0])
-    if not targets:
+    if not targets and not parameters:
         raise SupermaskError(_nothing_to_convert(model, cfg, candidates, report))
     method = create_method(cfg)
-    method.check([int(m.weight.numel()) for _, m in targets], cfg.k)
+    method.check([int(m.weight.numel()) for _, m in targets] + [int(t.weight.numel()) for t in parameters], cfg.k)
     if cfg.weight_init == "pretrained":
-        _check_pretrained(model, cfg, targets, method)
+        _check_pretrained(model, cfg, targets, method, parameters)
     batchnorms: list[tuple[str, Any]] = []
     if cfg.batchnorm == "non_affine" and method.has_scores:
         batchnorms = [
             (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
         ]
-    report.converted = [n for n, _ in targets]
-    report.converted_weights = sum(int(m.weight.numel()) for _, m in targets)
+    report.converted = [n for n, _ in targets] + [t.name for t in parameters]
+    report.in_place = [t.name for t in parameters]
+    report.converted_weights = sum(int(m.weight.numel()) for _, m in targets) + sum(
+        int(t.weight.numel()) for t in parameters
+    )
     report.aliases = {n: names[id(m)][1:] for n, m in targets if len(names[id(m)]) > 1}
     report.batchnorm_non_affine = [n for n, _ in batchnorms]
-    plan = ConversionPlan(cfg, targets, report, batchnorms, names, method)
+    plan = ConversionPlan(cfg, targets, report, batchnorms, names, method, parameters=parameters)
     plan.unconverted = _unconverted(model, plan, cfg)
     return plan
 
@@ -297,9 +450,18 @@ def _nothing_to_convert(model: nn.Module, cfg: SupermaskConfig, candidates: list
     return " ".join(parts)
 
 
-def _check_pretrained(model: nn.Module, cfg: SupermaskConfig, targets: list[tuple[str, Any]], method: Any) -> None:
+def _check_pretrained(
+    model: nn.Module,
+    cfg: SupermaskConfig,
+    targets: list[tuple[str, Any]],
+    method: Any,
+    parameters: list[ParameterTarget],
+) -> None:
     """Masks over trained weights must not destroy them: no zeroed biases, no dropped BatchNorm affines."""
-    if cfg.bias == "zero" and any(isinstance(getattr(m, "bias", None), torch.Tensor) for _, m in targets):
+    biased = any(isinstance(getattr(m, "bias", None), torch.Tensor) for _, m in targets) or any(
+        t.bias is not None and isinstance(t.owner._parameters.get(t.bias), torch.Tensor) for t in parameters
+    )
+    if cfg.bias == "zero" and biased:
         raise SupermaskConfigError(
             "weight_init='pretrained' with bias='zero' would zero the pretrained biases; set bias='frozen' "
             "(keep them) or bias='learned'"
@@ -326,12 +488,18 @@ def _unconverted(
     excluded_by = cfg.exclude_modules
     learn = cfg.unconverted == "learn"
     out: list[tuple[UnconvertedEntry, list[Any]]] = []
-    seen: set[int] = set()
+    governed = {id(t.weight) for t in plan.parameters}  # masked in place, and their biases (``bias``)
+    governed |= {
+        id(t.owner._parameters[t.bias])
+        for t in plan.parameters
+        if t.bias and t.owner._parameters.get(t.bias) is not None
+    }
+    seen: set[int] = set(governed)
     for name, module in model.named_modules():
         if id(module) in converted or id(module) in dropped:
             seen.update(id(p) for p in module.parameters(recurse=False))
             continue
-        params = list(module.named_parameters(recurse=False))
+        params = [(n, p) for n, p in module.named_parameters(recurse=False) if id(p) not in governed]
         fresh = [p for _, p in params if id(p) not in seen]
         seen.update(id(p) for p in fresh)
         if not fresh and name not in skipped:  # a module's tied parameters are listed under it too when it was skipped
