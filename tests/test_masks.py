@@ -235,3 +235,29 @@ def test_masked_weight_is_weight_times_mask_in_every_layout(layout: str) -> None
     assert out.dtype == w.dtype and torch.equal(out, w * mask)
     out.backward(torch.ones_like(out))
     assert s.grad is not None and torch.equal(s.grad, w * s.detach().sign())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_fused_optimiser_step_never_leaves_a_stale_mask(fused: bool) -> None:
+    """PyTorch's fused optimisers (the transformers Trainer's default) change parameters in place without
+    bumping their version counter; the cached mask must still follow the scores (it kept the first step's
+    mask for a whole run before)."""
+    import supermask
+    from supermask.core.masks import kept_count as count
+    from supermask.core.masks import topk_mask
+
+    torch.manual_seed(0)
+    model = supermask.to_supermask(torch.nn.Sequential(torch.nn.Linear(20, 30)), supermask.SupermaskConfig(k=0.3))
+    layer = model[0]
+    opt = torch.optim.AdamW([layer.scores], lr=0.5, fused=fused)
+    x = torch.randn(8, 20)
+    changed = 0
+    for _ in range(5):
+        before = layer.mask().clone()
+        model(x).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+        fresh = topk_mask(layer.scores.detach().abs().reshape(-1), count(0.3, 600))  # selected anew
+        assert torch.equal(layer.mask().reshape(-1), fresh)
+        changed += int(not torch.equal(before, layer.mask()))
+    assert changed > 0  # the masks did move: the check above compared something

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from supermask.core.checkpoint import load, read_checkpoint, save  # noqa: E402
+from supermask.core.checkpoint import compact_state_dict, load, read_checkpoint, save  # noqa: E402
 from supermask.core.config import SupermaskConfig  # noqa: E402
 from supermask.core.convert import apply_conversion, to_supermask  # noqa: E402
 from supermask.core.inspection import get_config, merge, set_k, silent_outputs, sparsity_report  # noqa: E402
@@ -52,5 +52,6 @@ __all__ = [
     "to_supermask",
     "plan_conversion",
     "apply_conversion",
+    "compact_state_dict",
     "ConversionPlan",
 ]

@@ -43,7 +43,7 @@ from supermask.core.config import SupermaskConfig
 from supermask.core.convert import apply_conversion
 from supermask.core.init import checksum, generate_weight
 from supermask.core.inspection import get_config
-from supermask.core.layers import SupermaskParameter, supermask_layers
+from supermask.core.layers import SupermaskLayer, SupermaskParameter, supermask_layers
 from supermask.core.masks import outside_inference_mode
 from supermask.core.methods import MaskMethod, method_class, method_names
 from supermask.core.targets import fan_of, plan_conversion
@@ -79,6 +79,33 @@ def _regenerable_keys(model: nn.Module) -> set[str]:
         if module.method.has_scores:  # its weights are regenerated from the seed
             keys.add(f"{prefix}base_layer.weight")
     return keys
+
+
+def regenerable_weight_keys(module: nn.Module) -> set[str]:
+    """The state-dict keys of ``module`` (a converted model, or any module holding converted layers, such as
+    a LightningModule) whose frozen weights conversion makes again: random ones from the seed, or the base
+    model's own (``weight_init='pretrained'``). Weights a method changes in training (IteRand's re-draws)
+    and learned ones (``dense``) are not among them."""
+    keys: set[str] = set()
+    for name, layer in module.named_modules(remove_duplicate=False):
+        if not isinstance(layer, SupermaskLayer) or not layer.method.has_scores:
+            continue
+        if type(layer.method).restore_weight is not MaskMethod.restore_weight:
+            continue  # the method changes weights while it trains: they are state
+        keys.add(f"{name}.base_layer.weight" if name else "base_layer.weight")
+    return keys
+
+
+def compact_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` without the frozen weights that conversion makes again
+    (:func:`regenerable_weight_keys`): what a trainer's checkpoint needs to resume exactly (scores, learned
+    parameters, k, the method's buffers), about half the size for edge-popup. ``model.load_state_dict(state)``
+    onto a model converted with the same config restores it, strict included; each layer checks that its
+    own frozen weight is the one the state was saved with (a fingerprint in ``_extra_state``) and raises
+    otherwise."""
+    get_config(model)
+    skip = regenerable_weight_keys(model)
+    return {k: v for k, v in model.state_dict().items() if k not in skip}
 
 
 #: the frozen weights' dtypes a checkpoint records (float32, the default, is not recorded)

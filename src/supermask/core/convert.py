@@ -229,5 +229,5 @@ def refuse_save_pretrained(*args: Any, **kwargs: Any) -> None:
         "save_pretrained on a converted, unmerged model would write a model that from_pretrained reloads "
         "with random weights. Save the masks with supermask.save(model, dir) (1 bit per weight; reload with "
         "supermask.load), or call supermask.merge(model) first and save_pretrained the plain masked model. "
-        "With the Hugging Face Trainer, set save_strategy='no' and save with supermask.save"
+        "With the Hugging Face Trainer, add supermask.integrations.hf.SupermaskTrainerCallback() to its callbacks"
     )

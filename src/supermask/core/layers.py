@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supermask.core.config import check_k
+from supermask.core.init import checksum
 from supermask.core.masks import kept_count, new_hint, version_key
 from supermask.errors import SupermaskError
 
@@ -54,32 +55,54 @@ class SupermaskLayer(nn.Module):
         self._mask: Tensor | None = None
         self._eval_key: tuple[Any, ...] | None = None
         self._eval_weight: Tensor | None = None
+        self.register_load_state_dict_post_hook(_check_compact_state)
 
     # --- state_dict: what defines the network beyond the tensors (issue 24) ---------------------
     def get_extra_state(self) -> Tensor:
         """k travels with ``state_dict()`` (as ``<layer>._extra_state``, a float64 tensor, so that every
         format that stores tensors stores it), so that ``load_state_dict`` gives the network it was
         saved with: after ``set_k(model, 0.3)`` a trainer's checkpoint resumes at 0.3, not at the k the
-        model was converted with."""
-        return torch.tensor([self.k], dtype=torch.float64)
+        model was converted with. With it, a fingerprint of the frozen weight (64 bits of its checksum as
+        two exact 32-bit halves), so that a compact state dict without the weight
+        (:func:`supermask.compact_state_dict`) loads only onto a model whose weight is that very one."""
+        if not self.method.has_scores:  # learned weights: they are in the state dict themselves
+            return torch.tensor([self.k], dtype=torch.float64)
+        high, low = self.weight_fingerprint()
+        return torch.tensor([self.k, high, low], dtype=torch.float64)
+
+    def weight_fingerprint(self) -> tuple[int, int]:
+        """The frozen weight's checksum as two 32-bit integers (cached until the weight changes)."""
+        weight = self.base_layer.weight
+        key = (id(weight), version_key(weight), weight.data_ptr())
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None or cached[0] != key:
+            digest = int(checksum(weight), 16)
+            cached = (key, (digest >> 32, digest & 0xFFFFFFFF))
+            self.__dict__["_fingerprint"] = cached
+        return cached[1]
 
     def set_extra_state(self, state: Any) -> None:
-        if not isinstance(state, Tensor) or state.numel() != 1:
+        if not isinstance(state, Tensor) or state.numel() not in (1, 3):
             raise SupermaskError(
-                f"layer {self.layer_name!r}: its state_dict entry _extra_state must be a one-element tensor "
-                f"holding k, not {type(state).__name__}"
+                f"layer {self.layer_name!r}: its state_dict entry _extra_state must be a tensor holding k (and the "
+                f"frozen weight's fingerprint), not {type(state).__name__}"
             )
-        k = float(state.reshape(()).item())
-        check_k(k)
-        self.k = k
+        values = state.detach().to(torch.float64).reshape(-1).tolist()
+        check_k(values[0])
+        self.k = values[0]
+        self.__dict__["_loaded_fingerprint"] = (int(values[1]), int(values[2])) if len(values) == 3 else None
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         key = prefix + "_extra_state"
-        had = key in state_dict
+        weight_key = prefix + "base_layer.weight"
+        had, had_weight = key in state_dict, weight_key in state_dict
+        self.__dict__["_loaded_fingerprint"] = None
         super()._load_from_state_dict(state_dict, prefix, *args)
         missing = args[2]  # (local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
         if not had and key in missing:  # a state dict from before k travelled with it: k stays as it is
             missing.remove(key)
+        # the weight is its child's key: checked after the children loaded (_check_compact_state)
+        self.__dict__["_compact_load"] = (weight_key, not had_weight)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -240,6 +263,23 @@ class SupermaskLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+
+def _check_compact_state(layer: nn.Module, incompatible: Any) -> None:
+    """After ``load_state_dict`` (and its children's): a state without the frozen weight
+    (:func:`supermask.compact_state_dict`) is accepted only when this layer's weight is the one it was saved
+    with; the key is then not missing (strict loads pass)."""
+    weight_key, absent = layer.__dict__.pop("_compact_load", (None, False))
+    loaded = layer.__dict__.pop("_loaded_fingerprint", None)
+    if not absent or loaded is None or not layer.method.has_scores:  # type: ignore[union-attr]
+        return
+    if loaded != layer.weight_fingerprint():  # type: ignore[operator]
+        raise SupermaskError(
+            f"layer {layer.layer_name!r}: this state dict was saved from a model whose frozen weights differ from "
+            "this model's (another seed, init or base model); convert the model with the config it was trained with"
+        )
+    if weight_key in incompatible.missing_keys:
+        incompatible.missing_keys.remove(weight_key)  # made again from the seed, and checked
 
 
 class SupermaskLinear(SupermaskLayer):

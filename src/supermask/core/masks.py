@@ -19,17 +19,37 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from supermask.errors import NonFiniteScoresError
 
 R = TypeVar("R")
 
 
+#: optimiser steps taken in this process (any ``torch.optim.Optimizer``): see :func:`version_key`
+_OPTIMIZER_STEPS = [0]
+
+
+def _count_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+    _OPTIMIZER_STEPS[0] += 1
+
+
+# PyTorch's fused optimisers (``AdamW(fused=True)``, the transformers Trainer's default ``adamw_torch_fused``)
+# and others with kernels of their own update parameters in place WITHOUT bumping their version counter
+# (measured: torch 2.13, AdamW / Adam / SGD fused on the CPU): a cache keyed on the version alone kept the
+# first step's mask for the whole run. Every optimiser step is counted here, process-wide.
+register_optimizer_step_post_hook(_count_optimizer_step)
+
+
 def version_key(t: Tensor) -> object:
-    """What identifies ``t``'s values for a cache: its in-place version counter. An inference tensor (made
-    under ``torch.inference_mode``) has none and can change in place unseen, so it gets a fresh key each
-    call: a cache over it never hits (always right, never stale)."""
-    return object() if t.is_inference() else t._version
+    """What identifies ``t``'s values for a cache: its in-place version counter and, for a tensor that
+    an optimiser may train (``requires_grad``), the number of optimiser steps taken (fused optimisers
+    change it without bumping its version). An inference tensor (made under ``torch.inference_mode``) has
+    no version and can change in place unseen, so it gets a fresh key each call: a cache over it never
+    hits (always right, never stale)."""
+    if t.is_inference():
+        return object()
+    return (t._version, _OPTIMIZER_STEPS[0]) if t.requires_grad else t._version
 
 
 def outside_inference_mode(fn: Callable[..., R]) -> Callable[..., R]:
