@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.util
 import math
 import os
 import re
@@ -85,6 +86,9 @@ class TrainSection:
     # seconds this process may train: then (or at SIGTERM / SIGUSR1) the run writes its state, mid-epoch
     # included, and exits with code 3 (resumable: the same command continues it at that step)
     time_limit: float | None = None
+    # experiment trackers: csv (steps.csv, epochs.csv), tensorboard, wandb, mlflow (see supermask.engine.trackers)
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
+    log_every: int = 50  # optimiser steps between two logged training losses (averaged over them)
 
 
 # Keys that say where and how a run is carried out, not what experiment it is: two runs that differ
@@ -110,6 +114,8 @@ BOOKKEEPING_KEYS = frozenset(
         "train.deterministic",
         "train.threads",
         "train.time_limit",
+        "train.loggers",
+        "train.log_every",
     }
 )
 
@@ -524,6 +530,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         ("train.max_steps", t.max_steps, 1, MAX_INT, False, False),
         ("train.threads", t.threads, 1, MAX_THREADS, False, False),
         ("train.time_limit", t.time_limit, 0.0, None, False, False),
+        ("train.log_every", t.log_every, 1, MAX_INT, False, False),
         ("data.split_tasks", d.split_tasks, 1, MAX_TASKS, False, False),
     ]
     for key, number, low, high, low_open, high_open in ranges:
@@ -539,6 +546,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
             f"data.name={d.name} needs data.root=DIR: a folder with train/ and val/ (or test/), one sub-folder per class"
         )
     if device:
+        check_trackers(t.loggers)
         check_device(t.device)
         check_precision(t.bf16, t.device)
     sm = cfg.supermask_config()  # validates every supermask option
@@ -572,6 +580,25 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
                 f"data.split_tasks={d.split_tasks} needs supermask.tasks={d.split_tasks} (one mask per task), "
                 f"not {sm.tasks}; leave supermask.tasks unset to get it"
             )
+
+
+#: tracker name -> the module it needs (None: none)
+TRACKER_PACKAGES = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def check_trackers(names: list[str]) -> None:
+    """Every name known and its package importable (a one-line error naming what to install)."""
+    for name in names:
+        if name not in TRACKER_PACKAGES:
+            raise SupermaskConfigError(
+                f"train.loggers: {name!r} is not a tracker; choose from {', '.join(TRACKER_PACKAGES)}"
+            )
+        module = TRACKER_PACKAGES[name]
+        if module is not None and importlib.util.find_spec(module) is None:
+            package = "mlflow-skinny" if name == "mlflow" else module
+            raise SupermaskConfigError(f"train.loggers: {name} needs the {module} package: pip install {package}")
+    if len(set(names)) != len(names):
+        raise SupermaskConfigError(f"train.loggers={names} names a tracker twice")
 
 
 def check_device(name: str, key: str = "train.device") -> None:

@@ -56,6 +56,7 @@ from supermask.engine.rundir import (
     result_without_state,
 )
 from supermask.engine.step import StopRequest, execution
+from supermask.engine.trackers import Trackers, flatten
 from supermask.errors import (
     EXIT_RESUMABLE,
     RunInterrupted,
@@ -131,6 +132,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
     master = rank == 0
     run_dir = cfg.run_dir()
     stop = StopRequest(cfg.train.time_limit, world)
+    closing: list[Any] = []  # trackers opened: closed however the run ends
     try:
         # --- data, model, optimiser --------------------------------------------------------
         torch.manual_seed(cfg.train.seed)
@@ -198,7 +200,10 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             net = torch.compile(net)  # type: ignore[assignment]
         if world > 1:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-        writer = _tensorboard(run_dir) if master else None
+        trackers = Trackers(cfg.train.loggers, run_dir, run_dir.name) if master else None
+        if trackers is not None:
+            closing.append(trackers)
+            trackers.hyperparameters(flatten(cfg.to_dict()))
         env = environment(device, world, autocast, channels_last)
 
         def snapshot(epochs_done: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -228,6 +233,8 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             steps_per_epoch,
             total_steps,
             rank,
+            on_log=trackers.step if trackers is not None else None,
+            log_every=cfg.train.log_every,
         )
         stop.install()
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -272,10 +279,11 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             history.append(row)
             if master:
                 append_line(run_dir / METRICS, row)
-                if writer is not None:
-                    for key, value in row.items():
-                        if isinstance(value, (int, float)):
-                            writer.add_scalar(key, value, epoch + 1)
+                if trackers is not None:
+                    numbers = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}
+                    trackers.epoch(
+                        epoch + 1, {**numbers, "kept_fraction": sparsity_report(model)["converted"]["fraction"]}
+                    )
                 with atomic_writer(run_dir / TRAIN_STATE) as f:
                     torch.save(snapshot(epoch + 1), f)
                 log(
@@ -318,18 +326,10 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         if master:
             export(model, cfg, run_dir / EXPORT, precision_name(autocast), channels_last)
             atomic_write(run_dir / RESULT, json.dumps(result, indent=1))
-        if writer is not None:
-            writer.close()
         return result
     finally:
+        for opened in closing:
+            opened.close()
         stop.restore()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))

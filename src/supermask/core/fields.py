@@ -17,6 +17,7 @@ EXPECTED = {
     "float": "a finite number",
     "str": "a string",
     "list[int]": "a non-empty list of integers, e.g. [5, 6]",
+    "list[str]": "a list of names, e.g. [csv, tensorboard]",
     "tuple[float, float]": "a list of two numbers, e.g. [0.9, 0.999]",
     "dict": "a mapping with names as keys",
 }
@@ -69,6 +70,9 @@ def _normalised(kind: str, value: Any, raw: str | None) -> Any:
         return value if isinstance(value, str) else str(value) if integer else _WRONG
     if kind == "list[int]":
         ok = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        return list(value) if ok else _WRONG
+    if kind == "list[str]":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         return list(value) if ok else _WRONG
     if kind == "tuple[float, float]":
         ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(is_finite_number(v) for v in value)

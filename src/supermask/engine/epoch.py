@@ -75,6 +75,9 @@ class EpochRun:
     steps_per_epoch: int
     total_steps: int
     rank: int = 0
+    #: called every ``log_every`` steps with (step of the run, {"train/loss": mean since the last call, "lr"})
+    on_log: Callable[[int, dict[str, float]], None] | None = None
+    log_every: int = 50
 
 
 def train_epoch(
@@ -103,6 +106,7 @@ def train_epoch(
     run.net.train()
     t0 = time.perf_counter()
     seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
+    logged, logged_steps = torch.zeros((), device=device), 0
     skip, earlier_seconds, lr = 0, 0.0, learning_rate(cfg, epoch * steps, run.total_steps, steps)
     if partial is not None:  # the epoch a stop interrupted: its batches so far are skipped, not redone
         skip, seen, earlier_seconds = partial["step"], partial["seen"], partial["seconds"]
@@ -133,6 +137,13 @@ def train_epoch(
             loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
         optimizer_step(loss, run.optimizer, run.method, run.layers)
         loss_sum += loss.detach() * len(y)
+        if run.on_log is not None:
+            logged += loss.detach()
+            logged_steps += 1
+            if (step + 1) % run.log_every == 0:  # one host sync per log_every steps
+                run.on_log(epoch * steps + step + 1, {"train/loss": float(logged) / logged_steps, "lr": lr})
+                logged.zero_()
+                logged_steps = 0
         if step % 50 == 49 and not math.isfinite(float(loss_sum)):  # one host sync per 50 steps
             break
         correct += (out.argmax(1) == y).sum()

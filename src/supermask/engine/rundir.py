@@ -79,6 +79,8 @@ class RunLock:
 
 
 RUN_FILES = (TRAIN_STATE, METRICS, RESULT, CONFIG, TASKS_STATE)
+#: what the trackers write in a run directory (replaced with the run by train.overwrite=true)
+TRACKER_OUTPUTS = ("steps.csv", "epochs.csv", "tensorboard", "mlruns", "wandb")
 
 
 def differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -111,6 +113,12 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, world: int, writer: bool = Tr
             for f in RUN_FILES:
                 (run_dir / f).unlink(missing_ok=True)
             shutil.rmtree(run_dir / EXPORT, ignore_errors=True)
+            for name in TRACKER_OUTPUTS:
+                path = run_dir / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
         return None
     state = None
     if (run_dir / TRAIN_STATE).is_file():
