@@ -77,8 +77,28 @@ def test_a_different_base_is_refused_naming_the_first_difference(tmp_path: Path,
 
 def test_pretrained_never_silently_destroys_the_base() -> None:
     with pytest.raises(supermask.SupermaskConfigError, match="bias='zero' would zero the pretrained biases"):
-        supermask.to_supermask(base_model(), supermask.SupermaskConfig(weight_init="pretrained", batchnorm="learned"))
+        # bias='zero' said explicitly (issue 24: the default now keeps pretrained biases, frozen)
+        supermask.to_supermask(
+            base_model(), supermask.SupermaskConfig(weight_init="pretrained", batchnorm="learned", bias="zero")
+        )
     with pytest.raises(supermask.SupermaskConfigError, match="would drop the pretrained BatchNorm affine"):
         supermask.to_supermask(base_model(), supermask.SupermaskConfig(weight_init="pretrained", bias="frozen"))
     with pytest.raises(supermask.SupermaskConfigError, match="'iterand' re-draws"):
         supermask.SupermaskConfig(method="iterand", weight_init="pretrained")
+
+
+def test_the_biases_follow_the_weights_by_default() -> None:
+    """issue 24, item 8: masks over a trained model keep its trained biases unless told otherwise (the
+    default was bias='zero', refused with pretrained weights until bias was set)."""
+    assert supermask.SupermaskConfig().bias == "zero"  # random weights: the paper's bias-free network
+    assert supermask.SupermaskConfig(weight_init="pretrained", batchnorm="learned").bias == "frozen"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    biases = [m.bias.detach().clone() for m in model if isinstance(m, nn.Linear)]
+    supermask.to_supermask(model, supermask.SupermaskConfig(weight_init="pretrained"))
+    kept = [layer.bias for _, layer in supermask.supermask_layers(model)]
+    assert all(torch.equal(a, b) and not b.requires_grad for a, b in zip(biases, kept))
+    with pytest.raises(supermask.SupermaskConfigError, match="bias='zero' would zero the pretrained biases"):
+        supermask.to_supermask(
+            nn.Sequential(nn.Linear(4, 5)), supermask.SupermaskConfig(weight_init="pretrained", bias="zero")
+        )

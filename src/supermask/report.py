@@ -273,7 +273,9 @@ def write_report(runs_dir: Path | list[Path], out: Path | None = None) -> list[P
     devices = sorted({str(r.get("hardware") or r.get("device", "?")) for r in rows})
     curves = {name: rows for d in dirs for name, rows in learning_curves(d).items()}
     if plotting_available():
-        files[out / "results.png"] = render_plot(summary, devices)
+        for fmt in ("png", "pdf", "svg"):  # the PDF and SVG for a paper
+            files[out / f"results.{fmt}"] = render_plot(summary, devices, fmt)
+        files[out / "results.caption.txt"] = caption(summary, devices)
         if curves and len(curves) <= MAX_CURVES:
             datasets = ", ".join(sorted({str(r["dataset"]) for r in rows}))
             files[out / "curves.png"] = render_curves(curves, f"{datasets}: learning curves", devices)
@@ -399,11 +401,14 @@ def plot(summary: list[dict[str, Any]], path: Path, devices: list[str] | None = 
     return path
 
 
-def render_plot(summary: list[dict[str, Any]], devices: list[str] | None = None) -> bytes:
-    """Accuracy against % of weights kept: one line per series (same experiment but for k), each with its
-    own colour and legend entry; learned dense weights as a dashed line. Error bars: std over n seeds.
-    When a model was run at several widths, a second panel plots accuracy against width, one line per
-    experiment that was run at several widths (the paper's Figure 3 runs k = 0.5 and dense)."""
+def render_plot(summary: list[dict[str, Any]], devices: list[str] | None = None, fmt: str = "png") -> bytes:
+    """Accuracy against % of weights kept, as a figure to publish (``fmt``: png, pdf or svg): the title
+    names the data set and schedule (the hardware goes to the caption, :func:`caption`); one line per
+    series (same experiment but for k), each with its own colour, marker and line style so that
+    overlapping series stay apart; the legend, outside the axes, names only what differs between the
+    series; error bars (std over the seeds) only where n > 1; a learned dense baseline as a dashed
+    horizontal line. When a model was run at several widths, a second panel plots accuracy against width
+    (the paper's Figure 3 runs k = 0.5 and dense)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -414,31 +419,37 @@ def render_plot(summary: list[dict[str, Any]], devices: list[str] | None = None)
         widths[s["model"]].add(s["width"])
     width_panel = any(len(w) > 1 for w in widths.values())
     series = sorted(_series(summary).items(), key=lambda kv: str(kv[0]))
-    height = 4.5 + 0.14 * len(series)  # room for the legend below the axes
-    fig, axes = plt.subplots(1, 2 if width_panel else 1, figsize=(13 if width_panel else 8, height), squeeze=False)
+    labels = _legend_labels([key for key, _ in series])
+    fig, axes = plt.subplots(1, 2 if width_panel else 1, figsize=(13 if width_panel else 8.5, 4.8), squeeze=False)
     ax = axes[0][0]
     palette = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
-    for i, ((_d, model, width, method, init, _e, settings), pts) in enumerate(series):
+    styles = ("-", "--", "-.", ":")
+    span = max((p["kept_percent"] for _, pts in series for p in pts), default=1.0) or 1.0
+    drawn: set[tuple[float, float]] = set()
+    for i, ((_d, _model, _width, method, _init, _e, _settings), pts) in enumerate(series):
         pts.sort(key=lambda p: p["kept_percent"])
-        n = sorted({p["seeds"] for p in pts})
-        label = f"{model}" + (f" w{width}" if width != 1.0 else "") + f" {method}"
-        label += f" ({init})" if _has_scores(method) else ""
-        label += f" [{_short(settings)}]" if settings else ""
-        label += f" n={'/'.join(map(str, n))}"
         colour = palette(i % palette.N)
-        xs = [p["kept_percent"] for p in pts]
+        points = {(round(p["kept_percent"], 6), round(p["accuracy_mean"], 6)) for p in pts}
+        shift = 0.006 * span * (i % 5 + 1) if points & drawn else 0.0  # a series on top of another: moved apart
+        drawn |= points
+        xs = [p["kept_percent"] + shift for p in pts]
         ys = [p["accuracy_mean"] for p in pts]
-        es = [p["accuracy_std"] or 0.0 for p in pts]
+        es = [p["accuracy_std"] if p["seeds"] > 1 and p["accuracy_std"] is not None else math.nan for p in pts]
         if not _has_scores(method) and len(pts) == 1:
-            ax.axhline(ys[0], linestyle="--", linewidth=1, label=label, color=colour)
+            ax.axhline(ys[0], linestyle="--", linewidth=1.2, label=labels[i], color=colour)
+            continue
+        marker = MARKERS[i % len(MARKERS)]
+        style = styles[i % len(styles)] if len(pts) > 1 else ""
+        if any(e == e for e in es):  # error bars only where there are several seeds
+            ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle=style, label=labels[i], capsize=3, color=colour,
+                        markerfacecolor="none" if i % 2 else colour)  # fmt: skip
         else:
-            marker = MARKERS[(i // palette.N) % len(MARKERS)] if len(series) > palette.N else MARKERS[i % len(MARKERS)]
-            style = "-" if len(pts) > 1 else ""
-            ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle=style, label=label, capsize=3, color=colour)
+            ax.plot(xs, ys, marker=marker, linestyle=style, label=labels[i], color=colour,
+                    markerfacecolor="none" if i % 2 else colour)  # fmt: skip
     ax.set_xlabel("% of weights kept (k)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     if width_panel:
         wax = axes[0][1]
         by_width: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -454,7 +465,7 @@ def render_plot(summary: list[dict[str, Any]], devices: list[str] | None = None)
             wax.errorbar(
                 [p["width"] for p in pts],
                 [p["accuracy_mean"] for p in pts],
-                yerr=[p["accuracy_std"] or 0.0 for p in pts],
+                yerr=[p["accuracy_std"] if p["seeds"] > 1 and p["accuracy_std"] is not None else math.nan for p in pts],
                 marker="o",
                 linestyle="-" if _has_scores(method) else "--",
                 label=label,
@@ -466,13 +477,74 @@ def render_plot(summary: list[dict[str, Any]], devices: list[str] | None = None)
         wax.set_xlabel("width multiplier")
         wax.set_ylabel("test accuracy (%)")
         wax.grid(alpha=0.3)
-        wax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
-    datasets = sorted({str(s["dataset"]) for s in summary})
-    epochs = sorted({str(s["epochs"]) for s in summary})
-    where = f", on {'/'.join(devices)}" if devices else ""
-    fig.suptitle(
-        f"{', '.join(datasets)}: {'/'.join(epochs)} epochs{where}\nmean over n seeds; error bars: std over the n seeds",
-        fontsize=9,
-    )
+        wax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    ax.set_title(_title(summary), fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return _figure(fig, fmt)
+
+
+def _title(summary: list[dict[str, Any]]) -> str:
+    """The data set(s) and the schedule: what a reader needs to read the axes."""
+    datasets = ", ".join(sorted({str(s["dataset"]) for s in summary}))
+    epochs = "/".join(sorted({str(s["epochs"]) for s in summary}, key=lambda e: (len(e), e)))
+    return f"{datasets}, {epochs} {'epoch' if epochs == '1' else 'epochs'}"
+
+
+def caption(summary: list[dict[str, Any]], devices: list[str] | None = None) -> str:
+    """The figure's caption (``results.caption.txt``): what the points, lines and bars are, and where
+    the runs ran (kept out of the plot)."""
+    seeds = sorted({s["seeds"] for s in summary})
+    bars = (
+        "Error bars: sample standard deviation over the n seeds of a point (none where n = 1)."
+        if max(seeds) > 1
+        else "One seed per point (n = 1): no error bars."
+    )
+    where = f" Runs on {', '.join(devices)}." if devices else ""
+    return (
+        f"Test accuracy against the percentage of weights kept, {_title(summary)}. Each point is the mean over "
+        f"n = {'/'.join(map(str, seeds))} seeds; each line one experiment but for k; a dashed horizontal line is "
+        f"a learned dense baseline. {bars} A series whose points coincide with another's is drawn shifted right by "
+        f"under 3% of the axis, so that both stay visible.{where}\n"
+    )
+
+
+def _legend_labels(keys: list[tuple[Any, ...]]) -> list[str]:
+    """One label per series naming only what differs between the series (model, width, method, weight
+    init, epochs, settings), the method always."""
+    parts: list[dict[str, Any]] = []
+    for _d, model, width, method, init, epochs, settings in keys:
+        parts.append(
+            {
+                "model": str(model),
+                "width": f"w{width:g}" if isinstance(width, (int, float)) else str(width),
+                "method": str(method),
+                "init": f"({init})" if _has_scores(method) else "",
+                "epochs": f"{epochs} ep",
+                "settings": dict(p.split("=", 1) for p in _short(settings).split("; ") if "=" in p) if settings else {},
+            }
+        )
+    shown = [
+        k for k in ("model", "width", "method", "init", "epochs") if len({p[k] for p in parts}) > 1 or k == "method"
+    ]
+    setting_keys = sorted({k for p in parts for k in p["settings"]})
+    differing = [k for k in setting_keys if len({p["settings"][k] for p in parts if k in p["settings"]}) > 1]
+    labels = []
+    for p in parts:
+        text = " ".join(p[k] for k in shown if p[k])
+        extra = "; ".join(f"{k}={p['settings'][k]}" for k in differing if k in p["settings"])
+        labels.append(f"{text} [{extra}]" if extra else text)
+    return labels
+
+
+def _figure(fig: Any, fmt: str) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    # no creation date or software version in the file: the same runs give the same bytes
+    metadata = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt)
+    with plt.rc_context({"svg.hashsalt": "supermask"}):  # SVG element ids from a fixed salt, not a random one
+        fig.savefig(buf, dpi=150, format=fmt, bbox_inches="tight", metadata=metadata)
+    plt.close(fig)
+    return buf.getvalue()

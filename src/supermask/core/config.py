@@ -24,7 +24,7 @@ WEIGHT_INITS = (
 SCORE_INITS = ("kaiming_uniform", "kaiming_normal", "uniform", "constant")
 FAN_MODES = ("fan_in", "fan_out")
 NONLINEARITIES = ("relu", "linear", "tanh", "sigmoid", "leaky_relu", "gelu", "elus")
-BIAS_MODES = ("zero", "frozen", "learned")
+BIAS_MODES = ("zero", "frozen", "learned", "auto")
 BATCHNORM_MODES = ("non_affine", "learned")
 UNSUPPORTED_MODES = ("report", "raise")
 UNCONVERTED_MODES = ("freeze", "learn")
@@ -68,7 +68,9 @@ class SupermaskConfig:
     first_layer_dense / last_layer_dense: leave the first / last targeted layer (in module
         registration order) as an ordinary learned layer, as the paper's option.
     bias: ``zero`` (the paper's bias-free network; a bias is set to 0 and frozen), ``frozen``
-        (the module's present bias is kept and frozen), or ``learned`` (trained as usual).
+        (the module's present bias is kept and frozen), ``learned`` (trained as usual), or ``auto``
+        (the default: ``frozen`` over pretrained weights, which keep their trained biases, ``zero``
+        otherwise; the config holds the resolved value).
     batchnorm: ``non_affine`` (the paper: BatchNorm keeps only its running statistics), ``learned``
         (affine parameters, where the model has them, train as usual).
     bernoulli_eval: the deterministic eval mask of ``bernoulli``: ``sample`` (one fixed draw,
@@ -100,7 +102,7 @@ class SupermaskConfig:
     target_parameters: Any = None
     first_layer_dense: bool = False
     last_layer_dense: bool = False
-    bias: str = "zero"
+    bias: str = "auto"
     batchnorm: str = "non_affine"
     unsupported: str = "report"
     bernoulli_eval: str = "sample"
@@ -110,6 +112,8 @@ class SupermaskConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.bias == "auto":  # the biases follow the weights: a trained model keeps its own
+            self.bias = "frozen" if self.weight_init == "pretrained" else "zero"
         self.validate()
 
     def validate(self) -> None:
