@@ -73,3 +73,19 @@ def test_biprop_over_constant_weights_says_it_is_edge_popup(tmp_path: Path, caps
 def test_a_key_in_the_wrong_section_suggests_the_right_one(key: str, meant: str) -> None:
     with pytest.raises(Exception, match=f"did you mean '{meant}'"):
         load_run_config(None, [f"{key}=0.3"])
+
+
+def test_header_summarises_the_conversion_report(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    own = tmp_path / "own_models.py"
+    own.write_text(OWN)
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        argv = ["train", "model.name=own_models:mostly_embedding", "train.epochs=1", "train.max_steps=2",
+                f"train.out_dir={tmp_path}/runs"]  # fmt: skip
+        assert cli.main(argv) == 0
+    finally:
+        sys.path.remove(str(tmp_path))
+    out = capsys.readouterr().out
+    assert "converted 1 layers (640 weights); not converted: 1 (320,000 values frozen, 0 learned)" in out

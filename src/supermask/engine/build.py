@@ -143,8 +143,17 @@ def run_header(
         f"     {what} over {sm.weight_init} weights, masking {100 * masked:.1f}% of the model's weights; "
         f"{describe_hardware(device)}, {precision_name(autocast)}, optimiser {cfg.optim.name} lr {cfg.optim.lr:g}",
     ]
+    report = getattr(model, "supermask_report", None)
+    if report is not None:  # the conversion report's summary (print(model.supermask_report) has it all)
+        dense = [e for e in report.unconverted if e.values]
+        line = f"     converted {len(report.converted)} layers ({report.converted_weights:,} weights)"
+        if report.in_place:
+            line += f", {len(report.in_place)} of them masked in place"
+        if dense:
+            frozen = sum(e.values for e in dense if not e.trainable)
+            line += f"; not converted: {len(dense)} ({frozen:,} values frozen, {sum(e.values for e in dense) - frozen:,} learned)"
+        lines.append(line)
     if method.has_scores and masked < 0.9:
-        report = getattr(model, "supermask_report", None)
         dense = [e for e in report.unconverted if e.values] if report is not None else []
         largest = max(dense, key=lambda e: e.values, default=None)
         biggest = f" (the largest: {largest.name}, {largest.values:,} values: {largest.reason})" if largest else ""
