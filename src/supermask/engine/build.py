@@ -25,10 +25,9 @@ from supermask.precision import precision_name
 from supermask.runconfig import RunConfig, from_dict, read_yaml_file, trust_model
 
 
-def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """The plain model from the registry (with ``model.init_from``'s trained network in it), converted by
-    the run's supermask options."""
-    model = models.create(
+def plain_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """The run's model from the registry (or ``package.module:callable``), unconverted."""
+    return models.create(
         cfg.model.name,
         num_classes=num_classes,
         width=cfg.model.width,
@@ -36,6 +35,12 @@ def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: 
         image_size=image_size,
         **cfg.model.kwargs,
     )
+
+
+def build_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """The plain model from the registry (with ``model.init_from``'s trained network in it), converted by
+    the run's supermask options."""
+    model = plain_model(cfg, num_classes, in_channels, image_size)
     if cfg.model.init_from:
         try:
             # the user named this config's model: a run of the same model of their own may be built
@@ -220,14 +225,7 @@ def load_run(
         if not train_dir.is_dir():
             raise DataError(f"{train_dir} does not exist: the run's image folder is needed to know its classes")
         classes = len([d for d in train_dir.iterdir() if d.is_dir()])
-    plain = models.create(
-        cfg.model.name,
-        num_classes=classes,
-        width=cfg.model.width,
-        in_channels=channels,
-        image_size=size,
-        **cfg.model.kwargs,
-    )
+    plain = plain_model(cfg, classes, channels, size)
     if in_progress:  # a saved run: its scores come from the state (and so do its config's checks)
         model = apply_conversion(plain, plan_conversion(plain, cfg.supermask_config()), initial_scores=False)
         try:
