@@ -24,6 +24,7 @@ def shared_data() -> Path:
 # together about three quarters of the suite's 4 minutes). `make test-fast` leaves them out
 # (`-m "not slow"`); `make test` and CI run everything.
 SLOW = {
+    "test_committed_results.py": ["test_"],
     "test_train.py": [
         "test_killed_run_resumes_to_identical_metrics",
         "test_default_run_reaches_90_percent_and_cli_round_trip",
