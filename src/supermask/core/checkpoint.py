@@ -677,6 +677,22 @@ def _verify_masks(model: nn.Module, stored: dict[str, torch.Tensor], rebuilt: se
 
 
 @outside_inference_mode
+def _replaced_weights(model: nn.Module, meta: dict[str, Any]) -> dict[int, Any]:
+    """A ``deepcopy`` memo that shares the weights of the layers the checkpoint converts with the trial
+    copy instead of copying them (ResNet-50: 100 MB, a fifth of ``load``'s time): the conversion replaces
+    those parameters and only reads them, never writes into them, so ``model`` stays untouched."""
+    modules = dict(model.named_modules())
+    memo: dict[int, Any] = {}
+    for name, entry in meta["layers"].items():
+        in_place = isinstance(entry, dict) and entry.get("in_place")
+        owner_name, _, parameter = name.rpartition(".") if in_place else (name, "", "weight")
+        module = modules.get(owner_name)
+        weight = module._parameters.get(parameter) if module is not None else None
+        if isinstance(weight, torch.Tensor) and not weight.is_meta:
+            memo[id(weight)] = weight
+    return memo
+
+
 def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     """Convert ``model`` (the same architecture, unconverted) in place from a checkpoint; return it.
 
@@ -689,7 +705,8 @@ def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
         raise CheckpointError("load() needs a fresh, unconverted model of the same architecture")
     prepared = _Prepared()
     try:
-        _apply(copy.deepcopy(model), meta, tensors, prepared)  # dry run: raises before `model` is touched
+        trial = copy.deepcopy(model, _replaced_weights(model, meta))
+        _apply(trial, meta, tensors, prepared)  # dry run: raises before `model` is touched
     except CheckpointError:
         raise
     except SupermaskError as exc:  # e.g. a config the model cannot be converted with
