@@ -60,3 +60,15 @@ def test_a_tracker_unknown_or_not_installed_is_a_one_line_error(monkeypatch: pyt
         load_run_config(None, ["train.loggers=[wandb]"])
     with pytest.raises(SupermaskConfigError, match="must be a list of names"):
         load_run_config(None, ["train.loggers=csv"])
+
+
+def test_split_task_runs_feed_the_trackers_too(tmp_path: Path) -> None:
+    argv = ["train", "data.split_tasks=5", "train.epochs=2", "train.max_steps=10", "train.log_every=2",
+            "train.bf16=false", f"train.out_dir={tmp_path}"]  # fmt: skip
+    assert cli.main(argv) == 0
+    folder = run_dir(tmp_path)
+    epochs = list(csv.DictReader(open(folder / "epochs.csv")))
+    assert [int(r["epoch"]) for r in epochs] == list(range(1, 11))  # 5 tasks x 2 epochs, counted over the run
+    assert sorted({float(r["task"]) for r in epochs}) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    steps = [int(r["step"]) for r in csv.DictReader(open(folder / "steps.csv"))]
+    assert steps == sorted(set(steps)) and len(steps) >= 10  # increasing over the tasks

@@ -34,9 +34,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     result = train(cfg)
     if result.get("run_dir") and int(__import__("os").environ.get("RANK", "0")) == 0:
-        steps = result.get("steps_per_epoch")
+        steps = result.get("steps_per_epoch")  # absent for split-task runs: their tasks' sizes differ
+        cut = result.get("config", {}).get("train", {}).get("max_steps")
         of = (
-            f" of {steps} steps (train.max_steps)" if result.get("config", {}).get("train", {}).get("max_steps") else ""
+            ""
+            if not cut
+            else f" of {steps} steps (train.max_steps)"
+            if steps
+            else f" of at most {cut} steps (train.max_steps)"
         )
         print(f"test accuracy: {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs{of})")
         print(f"run directory: {result['run_dir']}")

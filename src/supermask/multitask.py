@@ -29,6 +29,7 @@ from supermask.engine.epoch import EpochRun, evaluate, evaluate_after, train_epo
 from supermask.engine.optim import build_optimizer
 from supermask.engine.records import check_same_precision, describe_hardware, environment, ran_on
 from supermask.engine.rundir import EXPORT, METRICS, RESULT, TASKS_STATE, append_line
+from supermask.engine.trackers import Trackers, flatten
 from supermask.errors import SupermaskConfigError, TrainingError
 from supermask.fileio import atomic_write, atomic_writer, make_dirs
 from supermask.precision import configured_device, precision_name, use_bf16
@@ -87,16 +88,50 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
     layers = [layer for _, layer in supermask_layers(model)]
     method = layers[0].method
     env = environment(device, 1, autocast, False)
+    trackers = Trackers(cfg.train.loggers, run_dir, run_dir.name)
+    try:
+        trackers.hyperparameters(flatten(cfg.to_dict()))
+        _train_each_task(
+            cfg, log, model, loaders, per_task, done, history, layers, method, device, autocast, env, trackers
+        )
+    finally:
+        trackers.close()
+    return _result(cfg, model, loaders, per_task, method.name, device, autocast, history, run_dir)
 
+
+def _train_each_task(
+    cfg: RunConfig,
+    log: Any,
+    model: Any,
+    loaders: list[tuple[Any, Any]],
+    per_task: int,
+    done: int,
+    history: list[dict[str, Any]],
+    layers: list[Any],
+    method: Any,
+    device: torch.device,
+    autocast: bool,
+    env: dict[str, Any],
+    trackers: Trackers,
+) -> None:
+    """Tasks ``done``.. in turn, each with its own optimiser over its own scores, through the single runs'
+    epoch loop; metrics and trackers get every epoch (trackers count steps and epochs over all tasks)."""
+    run_dir = cfg.run_dir()
     for task in range(done, cfg.data.split_tasks):
         set_task(model, task)
         optimizer = build_optimizer(cfg, model)  # this task's scores (and what else trains)
         train_loader, test_loader = loaders[task]
         check_has_batches(train_loader, cfg, what=f"task {task}'s training data")
         steps = len(train_loader) if cfg.train.max_steps is None else min(len(train_loader), cfg.train.max_steps)
+        first = task * cfg.train.epochs * steps  # the run's step count before this task
+
+        def log_step(step: int, values: dict[str, float], first: int = first, task: int = task) -> None:
+            trackers.step(first + step, {**values, "task": task})
+
         run = EpochRun(
-            cfg, model, optimizer, method, layers, device, autocast, False, per_task, steps, cfg.train.epochs * steps
-        )
+            cfg, model, optimizer, method, layers, device, autocast, False, per_task, steps, cfg.train.epochs * steps,
+            on_log=log_step, log_every=cfg.train.log_every,
+        )  # fmt: skip
         for epoch in range(cfg.train.epochs):  # the single runs' epoch loop, this task's seed and loader
             sums = train_epoch(run, train_loader, epoch, cfg.train.seed * 1000 + task * 100 + epoch)
             method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)
@@ -121,11 +156,27 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
             }
             history.append(row)
             append_line(run_dir / METRICS, row)  # a full disk is a StorageError naming the file
+            numbers = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}
+            kept = sparsity_report(model)["converted"]["fraction"]
+            trackers.epoch(task * cfg.train.epochs + epoch + 1, {**numbers, "kept_fraction": kept})
             log(f"task {task} epoch {epoch + 1}/{cfg.train.epochs}  test acc {test['accuracy']:.4f}")
         snapshot = {"model": model.state_dict(), "tasks_done": task + 1, "metrics": history, "config": cfg.to_dict()}
         with atomic_writer(run_dir / TASKS_STATE) as f:
             torch.save(snapshot, f)
 
+
+def _result(
+    cfg: RunConfig,
+    model: Any,
+    loaders: list[tuple[Any, Any]],
+    per_task: int,
+    method_name: str,
+    device: torch.device,
+    autocast: bool,
+    history: list[dict[str, Any]],
+    run_dir: Any,
+) -> dict[str, Any]:
+    """Every task's test accuracy with its own mask, the run's record, written as result.json."""
     result = _evaluate_tasks(model, loaders, device, evaluate, autocast)
     kept = []
     for task in range(cfg.data.split_tasks):
@@ -142,7 +193,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
             "epochs": cfg.train.epochs,
             "model": cfg.model.name,
             "width": cfg.model.width,
-            "method": method.name,
+            "method": method_name,
             "k": cfg.supermask_config().k,
             "weight_init": cfg.supermask_config().weight_init,
             "seed": cfg.train.seed,

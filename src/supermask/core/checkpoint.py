@@ -676,7 +676,6 @@ def _verify_masks(model: nn.Module, stored: dict[str, torch.Tensor], rebuilt: se
         model.train(was)
 
 
-@outside_inference_mode
 def _replaced_weights(model: nn.Module, meta: dict[str, Any]) -> dict[int, Any]:
     """A ``deepcopy`` memo that shares the weights of the layers the checkpoint converts with the trial
     copy instead of copying them (ResNet-50: 100 MB, a fifth of ``load``'s time): the conversion replaces
@@ -693,6 +692,7 @@ def _replaced_weights(model: nn.Module, meta: dict[str, Any]) -> dict[int, Any]:
     return memo
 
 
+@outside_inference_mode
 def load(directory: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     """Convert ``model`` (the same architecture, unconverted) in place from a checkpoint; return it.
 
