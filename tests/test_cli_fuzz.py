@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -77,13 +78,23 @@ def _snapshot(root: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in root.rglob("*")}
 
 
+#: the most Python memory one CLI call may allocate (a YAML alias bomb grew past 1.7 GB before the bounds)
+MAX_PEAK_BYTES = 256 * 2**20
+
+
 def _run(argv: list[str]) -> tuple[int, str]:
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exc:  # argparse's own errors (an item read as an option): exit 2, one line too
-            code = int(exc.code or 0)
+    tracemalloc.start()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:  # argparse's own errors (an item read as an option): exit 2, one line too
+                code = int(exc.code or 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_PEAK_BYTES, f"{argv!r:.200}: {peak / 2**20:.0f} MiB at its peak"  # bounded memory, too
     return code, err.getvalue()
 
 

@@ -209,10 +209,15 @@ def result_without_state(run_dir: Path, state_file: str) -> dict[str, Any] | Non
 
 
 def append_line(path: Path, row: dict[str, Any]) -> None:
-    """Append ``row`` as one JSON line, whole or not at all: one ``write`` on an append-only descriptor,
-    and a short or failed write (a full disk) is cut back off, so no reader ever meets half a line; the
-    failure is a :class:`StorageError` naming the file."""
-    data = (json.dumps(row) + "\n").encode()
+    """Append ``row`` as one JSON line, whole or not at all (see :func:`append_text`)."""
+    append_text(path, json.dumps(row) + "\n")
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` whole or not at all: one ``write`` on an append-only descriptor, and a short or
+    failed write (a full disk) is cut back off, so no reader ever meets half a line; the failure is a
+    :class:`StorageError` naming the file."""
+    data = text.encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:

@@ -11,12 +11,13 @@ metrics with the kept fraction. A tracker that is not installed is a config erro
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from supermask.errors import StorageError
+from supermask.engine.rundir import append_text
 from supermask.runconfig import check_trackers
 
 
@@ -55,16 +56,14 @@ class CsvTracker(Tracker):
         self.run_dir = run_dir
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
+        """One row (and the header, for a new file) appended whole or not at all."""
         path = self.run_dir / name
-        try:
-            new = not path.exists()
-            with open(path, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(row))
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-        except OSError as exc:
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(row))
+        if not path.exists():
+            writer.writeheader()
+        writer.writerow(row)
+        append_text(path, text.getvalue())
 
     def step(self, step: int, values: dict[str, float]) -> None:
         self._append("steps.csv", {"step": step, **values})
