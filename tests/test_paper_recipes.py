@@ -110,3 +110,42 @@ def test_every_paper_recipe_names_its_source_and_resolves(recipe: Path, capsys) 
     text = recipe.read_text()
     assert "Published" in text and "%" in text  # the paper, its table and its figure, in the comment
     assert cli.main(["train", str(recipe), "--print-config"]) == 0
+
+
+def test_glorot_signed_constant_is_fan_avg_with_linear_gain() -> None:
+    cfg = sm.SupermaskConfig(
+        method="bernoulli", weight_init="signed_constant", nonlinearity="linear", fan_mode="fan_avg"
+    )
+    model = sm.to_supermask(nn.Sequential(nn.Linear(784, 300, bias=False)), cfg)
+    w = model[0].base_layer.weight
+    assert torch.allclose(w.abs(), torch.full_like(w, math.sqrt(2 / (784 + 300))))
+
+
+def test_dynamic_rescaling_keeps_the_weight_mass_and_its_gradient_reaches_the_scores() -> None:
+    """Zhou et al.'s dynamic weight rescaling: w_eff = w * m * numel / sum(m), the kept count's gradient
+    through sum(sigmoid(s)) (the straight-through surrogate of the sampled mask)."""
+    torch.manual_seed(0)
+    base = sm.SupermaskConfig(method="bernoulli", score_init="uniform", score_init_value=2.0)
+    dynamic = sm.SupermaskConfig(**{**base.__dict__, "options": {"rescale": "dynamic"}})
+    layers = [sm.to_supermask(nn.Sequential(nn.Linear(50, 40, bias=False)), c)[0] for c in (base, dynamic)]
+    for layer in layers:
+        layer.eval()
+    plain, scaled = (layer.effective_weight() for layer in layers)
+    mask = layers[1].mask().bool()
+    assert torch.equal(layers[0].mask(), layers[1].mask())  # same scores, same eval draw
+    assert torch.allclose(scaled, plain * (mask.numel() / mask.sum()))
+    assert torch.allclose(scaled.abs().sum(), layers[1].base_layer.weight.abs().sum())  # signed constant: mass kept
+    # the gradient: autograd through the formula, with the sampled mask fixed
+    layer = layers[1].train()
+    s = layer.scores.detach().clone().requires_grad_(True)
+    w = layer.base_layer.weight.detach()
+    m = mask.float()
+    p = torch.sigmoid(s)
+    g = torch.randn_like(w)
+    reference = (w * (m + p - p.detach()) * (m.numel() / (m.sum() + (p - p.detach()).sum()))).mul(g).sum()
+    (expected,) = torch.autograd.grad(reference, s)
+    got = layer.method.effective_weight(layer, w, layer.scores, mask)
+    (actual,) = torch.autograd.grad(got.mul(g).sum(), layer.scores)
+    assert torch.allclose(actual, expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(sm.SupermaskConfigError, match="rescale"):
+        sm.SupermaskConfig(method="bernoulli", options={"rescale": "static"})

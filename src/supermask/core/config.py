@@ -22,7 +22,7 @@ WEIGHT_INITS = (
     "pretrained",
 )
 SCORE_INITS = ("kaiming_uniform", "kaiming_normal", "uniform", "constant")
-FAN_MODES = ("fan_in", "fan_out")
+FAN_MODES = ("fan_in", "fan_out", "fan_avg")
 NONLINEARITIES = ("relu", "linear", "tanh", "sigmoid", "leaky_relu", "gelu", "elus")
 BIAS_MODES = ("zero", "frozen", "learned", "auto")
 BATCHNORM_MODES = ("non_affine", "learned")
@@ -51,7 +51,8 @@ class SupermaskConfig:
         ``pretrained``: each converted module keeps its own weights (frozen; masks over a trained model,
         as Piggyback). Checkpoints then hold the masks, what the base model does not (trained heads,
         norms, statistics) and fingerprints of the base weights: loading onto another base is refused.
-    fan_mode / nonlinearity: the fan and gain used by ``weight_init``.
+    fan_mode / nonlinearity: the fan and gain used by ``weight_init`` (``fan_avg``: (fan_in + fan_out) / 2,
+        Glorot's; with ``nonlinearity=linear`` a Glorot-normal standard deviation).
     scale_fan: scale the fan by k, so the kept subnetwork has the variance the init aims for.
     score_init / score_init_value: how scores start; ``score_init_value`` is the value of
         ``constant`` and the half-width of ``uniform``.

@@ -47,7 +47,7 @@ def weight_std(shape: tuple[int, ...], cfg: SupermaskConfig, k: float) -> float:
     """The target standard deviation: gain / sqrt(fan), with fan scaled by k when scale_fan.
     ``shape`` is in PyTorch's (out, in, *kernel) layout (see ``SupermaskLayer.fan_shape``)."""
     fan_in, fan_out = fans(shape)
-    if cfg.weight_init == "xavier_normal":
+    if cfg.weight_init == "xavier_normal" or cfg.fan_mode == "fan_avg":
         fan = (fan_in + fan_out) / 2.0
     else:
         fan = float(fan_in if cfg.fan_mode == "fan_in" else fan_out)

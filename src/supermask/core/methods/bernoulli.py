@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -10,9 +11,26 @@ from torch import Tensor
 from supermask.core.init import generate_uniform
 from supermask.core.masks import MaskedWeight
 from supermask.core.methods.base import MaskMethod, register_method
+from supermask.errors import SupermaskConfigError
 
 if TYPE_CHECKING:
     from supermask.core.layers import SupermaskLayer
+
+
+@dataclass
+class BernoulliOptions:
+    """``rescale``: ``none``, or ``dynamic``: Zhou et al.'s dynamic weight rescaling, each layer's masked
+    weight multiplied by (weights in the layer) / (weights its present mask keeps), so that the layer's
+    weight mass stays the same whatever the density. The factor is part of the graph: its straight-through
+    gradient reaches the scores through the kept count's surrogate, the sum of sigmoid(score)."""
+
+    rescale: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.rescale not in ("none", "dynamic"):
+            raise SupermaskConfigError(
+                f"option rescale={self.rescale!r} of method 'bernoulli': choose one of: none, dynamic"
+            )
 
 
 @register_method
@@ -27,6 +45,7 @@ class Bernoulli(MaskMethod):
     stochastic = True
     ignores: ClassVar[frozenset[str]] = frozenset()
     recommended_optim: ClassVar[dict[str, object]] = {"lr": 20.0, "weight_decay": 0.0}
+    Options = BernoulliOptions
 
     def select(self, layer: SupermaskLayer) -> Tensor:
         scores = layer.scores
@@ -51,7 +70,12 @@ class Bernoulli(MaskMethod):
         return torch.sigmoid(scores)
 
     def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
-        return MaskedWeight.apply(weight, scores, mask, True)
+        masked = MaskedWeight.apply(weight, scores, mask, True)
+        if self.options.rescale == "none":
+            return masked
+        p = torch.sigmoid(scores)  # kept count = mask.sum(), with the gradient of sum(sigmoid(score))
+        kept = mask.sum(dtype=p.dtype) + (p - p.detach()).sum()
+        return masked * (mask.numel() / kept.clamp(min=1.0)).to(masked.dtype)
 
     def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
         return mask.float() * 2e4 - 1e4  # sigmoid(+-1e4) is exactly 1 or 0: either eval rule gives the mask
