@@ -357,6 +357,26 @@ def test_sweep_shards_are_disjoint_and_cover_the_grid(tmp_path: Path) -> None:
         cli._parse_shard("4/3")
 
 
+def test_parts_of_one_sweep_add_to_one_record(tmp_path: Path) -> None:
+    """Parts of a sweep run side by side (--only) keep one sweep.yaml naming every part; another grid or
+    the whole grid replaces it."""
+    from supermask.sweep import _record_sweep
+
+    grid = ["supermask.k=0.3,0.5", "train.seed=0,1"]
+    read = lambda: yaml.safe_load((tmp_path / "sweep.yaml").read_text())  # noqa: E731
+    _record_sweep(tmp_path, "c.yaml", grid, ["train.seed=1"])
+    _record_sweep(tmp_path, "c.yaml", grid, ["train.seed=0", "train.seed=1"])
+    assert read() == {"config": "c.yaml", "items": grid, "only": ["train.seed=1", "train.seed=0"]}
+    _record_sweep(tmp_path, "c.yaml", grid, None)  # the whole grid: no longer a part
+    _record_sweep(tmp_path, "c.yaml", grid, ["train.seed=0"])
+    assert read() == {"config": "c.yaml", "items": grid}
+    _record_sweep(tmp_path, "c.yaml", ["train.seed=5"], ["train.seed=5"])  # another sweep: its own record
+    assert read() == {"config": "c.yaml", "items": ["train.seed=5"], "only": ["train.seed=5"]}
+    (tmp_path / "sweep.yaml").write_text("a: [")  # damaged: replaced
+    _record_sweep(tmp_path, None, grid, None)
+    assert read() == {"config": None, "items": grid}
+
+
 def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -154,7 +154,6 @@ def _finished(run: _SweepRun) -> bool:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``supermask sweep``: resolve the grid, skip finished runs, run the rest (here or in a pool), record the sweep."""
-    from supermask.fileio import atomic_write, make_dirs
 
     if args.jobs < 1:
         raise SupermaskConfigError(f"--jobs {args.jobs} must be at least 1")
@@ -179,8 +178,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         outcome = _run_pool(todo, args.jobs, config)
     busy = [r.name for r, status in zip(todo, outcome) if status == "busy"]
     failed = [r.name for r, status in zip(todo, outcome) if status == "failed"]
-    record: dict[str, Any] = {"config": config, "items": items, **({"only": args.only} if args.only else {})}
-    atomic_write(make_dirs(out_dir) / "sweep.yaml", _yaml_dump(record))
+    _record_sweep(out_dir, config, items, args.only)
     print(
         f"sweep of {len(mine)} runs in {out_dir}: {outcome.count('done')} trained now, {done_before} were already "
         f"finished, {len(busy)} in use by other processes, {len(failed)} failed"
@@ -194,6 +192,28 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"sweep stopped on request: run the same command again to resume it (exit {EXIT_RESUMABLE})")
         return EXIT_RESUMABLE
     return 0
+
+
+def _record_sweep(out_dir: Path, config: str | None, items: list[str], only: list[str] | None) -> None:
+    """``sweep.yaml``: the command that made the folder's runs. Parts of one sweep run side by side
+    (``--only``, ``--shard``) add to one record instead of the last part replacing the others': the same
+    grid's record keeps the union of its parts' ``--only`` (none once any part ran the whole grid)."""
+    from supermask.fileio import atomic_write, make_dirs
+    from supermask.runconfig import read_yaml_file
+
+    path = make_dirs(out_dir) / "sweep.yaml"
+    record: dict[str, Any] = {"config": config, "items": items, **({"only": list(only)} if only else {})}
+    try:
+        earlier = read_yaml_file(path) if path.is_file() else None
+    except SupermaskConfigError:
+        earlier = None  # a damaged record is replaced by this sweep's
+    if isinstance(earlier, dict) and earlier.get("config") == config and earlier.get("items") == items:
+        before = earlier.get("only")
+        if not only or not isinstance(before, list):
+            record.pop("only", None)
+        else:
+            record["only"] = [*before, *(o for o in only if o not in before)]
+    atomic_write(path, _yaml_dump(record))
 
 
 def _yaml_dump(data: Any) -> str:
