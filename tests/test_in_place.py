@@ -139,6 +139,27 @@ def test_save_load_and_merge_are_exact(method: str, tmp_path: Path) -> None:
         torch.testing.assert_close(plain(x), out, rtol=1e-5, atol=1e-6)
 
 
+def test_a_whole_model_pickles_as_torch_save_does(tmp_path: Path) -> None:
+    """torch.save(model) / torch.load: the generated Supermasked<Class> is rebuilt from its base class (in a
+    fresh process it is not yet generated: the class cache is emptied to stand for one); training goes on."""
+    import supermask.core.layers as layers
+
+    x = torch.randn(2, 3, 8, 8)
+    model = trained(supermask.to_supermask(net(), config()), x)
+    with torch.no_grad():
+        out = model(x)
+    torch.save(model, tmp_path / "model.pt")
+    layers._MASKED_CLASSES.clear()
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False).eval()
+    assert type(loaded.stem).__name__ == "SupermaskedStdConv2d" and isinstance(loaded.stem, StdConv2d)
+    assert type(loaded.attn) is not type(model.attn) and isinstance(loaded.attn, nn.MultiheadAttention)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out)
+    trained(loaded.train(), x, steps=1)  # its scores still learn
+    with torch.no_grad():
+        assert not torch.equal(loaded(x), out)
+
+
 def test_the_scores_of_an_in_place_mask_learn() -> None:
     x = torch.randn(2, 3, 8, 8)
     model = supermask.to_supermask(net(), config())

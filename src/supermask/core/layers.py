@@ -383,20 +383,39 @@ def mask_parameters_in_place(module: nn.Module, names: list[str]) -> None:
     effective weight of the ``supermask_<name>`` child (already registered); removes the raw entries."""
     base = original_class(module) or type(module)
     masked = tuple(sorted({*names, *getattr(type(module), "_supermask_parameters", ())}))
+    cls = _masked_class(base, masked)
+    for name in names:
+        module._parameters.pop(name, None)
+    module.__class__ = cls
+
+
+def _masked_class(base: type, masked: tuple[str, ...]) -> type:
+    """The generated subclass of ``base`` whose parameters ``masked`` are masked (one per pair)."""
     cls = _MASKED_CLASSES.get((base, masked))
     if cls is None:
         namespace: dict[str, Any] = {
             "_supermask_original_class": base,
             "_supermask_parameters": masked,
-            "__module__": __name__,  # generated here (not picklable by reference: save with supermask.save)
+            "__module__": __name__,
+            "__reduce_ex__": _reduce_masked,  # pickled as (its base class, the masked names), not by name
         }
         for name in masked:
             namespace[name] = _masked_property(name)
         cls = type(f"Supermasked{base.__name__}", (base,), namespace)
         _MASKED_CLASSES[(base, masked)] = cls
-    for name in names:
-        module._parameters.pop(name, None)
-    module.__class__ = cls
+    return cls
+
+
+def _reduce_masked(self: nn.Module, protocol: Any) -> tuple[Any, ...]:
+    """Pickle support of a module masked in place (``torch.save(model)``, ``copy.deepcopy``): the generated
+    class is rebuilt from its base class, which pickle finds by reference as it would the unmasked module."""
+    cls = type(self)
+    return (_rebuild_masked, (cls._supermask_original_class, cls._supermask_parameters), self.__getstate__())  # type: ignore[attr-defined]
+
+
+def _rebuild_masked(base: type, masked: tuple[str, ...]) -> nn.Module:
+    cls = _masked_class(base, tuple(masked))
+    return cls.__new__(cls)
 
 
 def unmask_parameters(module: nn.Module) -> None:
