@@ -414,7 +414,7 @@ def _reduce_masked(self: nn.Module, protocol: Any) -> tuple[Any, ...]:
 
 
 def _rebuild_masked(base: type, masked: tuple[str, ...]) -> nn.Module:
-    cls = _masked_class(base, tuple(masked))
+    cls: Any = _masked_class(base, tuple(masked))
     return cls.__new__(cls)
 
 
