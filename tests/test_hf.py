@@ -100,3 +100,26 @@ def test_hf_trainer_then_save_load_merge_and_save_pretrained(name: str, tmp_path
     merged.save_pretrained(tmp_path / "merged")
     again = type(merged).from_pretrained(tmp_path / "merged")
     assert torch.equal(outputs(again, make), out)
+
+
+def test_a_transformers_image_model_trains_from_the_command_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """model.name=transformers:ViTForImageClassification.from_pretrained with model.kwargs: the factory gets
+    only the kwargs given (num_classes etc. would reach ViT's constructor), its ModelOutput is read as logits."""
+    import json
+
+    from supermask import cli
+
+    config = ViTConfig(
+        image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=10,
+    )  # fmt: skip
+    ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    name = "model.name=transformers:ViTForImageClassification.from_pretrained"
+    kwargs = f"model.kwargs={{pretrained_model_name_or_path: {tmp_path / 'vit'}}}"
+    assert cli.main(["train", name, kwargs, f"train.out_dir={tmp_path / 'runs'}", "train.epochs=2"]) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    accuracy = json.loads((run_dir / "result.json").read_text())["accuracy"]
+    assert accuracy > 0.2  # above chance (10 classes) after 2 epochs
+    capsys.readouterr()
+    assert cli.main(["eval", str(run_dir), "--json", "--trust-model-code"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == accuracy

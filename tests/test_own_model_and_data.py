@@ -32,6 +32,22 @@ def wide_head(num_classes, image_size=8, in_channels=1):  # 1000 outputs, as an 
 def image_out(num_classes, image_size=8, in_channels=1):  # a feature map, not logits
     return nn.Sequential(nn.Conv2d(in_channels, num_classes, 3, padding=1))
 
+class Output:  # as transformers' ModelOutput: the logits an attribute of the output
+    def __init__(self, logits):
+        self.logits = logits
+
+class HubNet(nn.Module):
+    def __init__(self, n_out):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, n_out))
+
+    def forward(self, x):
+        return Output(self.body(x))
+
+def hub(model_name, **kwargs):  # as timm.create_model or from_pretrained: **kwargs go on to the model
+    assert model_name == "tiny"
+    return HubNet(**kwargs)
+
 CONSTANT = 3
 """
 
@@ -53,6 +69,25 @@ def test_a_model_of_your_own_trains_and_evaluates(own_module: str, tmp_path: Pat
     # the factory is called again to rebuild it: named on the command line (a file never imports code)
     assert cli.main(["eval", str(run_dir), "--json", "--model", f"{own_module}:small"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] > 0.8
+
+
+def test_a_hub_style_factory_gets_only_its_kwargs_and_its_logits_are_read(
+    own_module: str, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """A factory taking **kwargs (timm's create_model, transformers' from_pretrained) is offered none of
+    num_classes/in_channels/image_size/width (it would pass them to a model that takes none: a failure, as
+    timm:create_model did); an output holding .logits (transformers) is read as its logits."""
+    runs = tmp_path / "runs"
+    args = [f"model.name={own_module}:hub", "model.kwargs={model_name: tiny, n_out: 10}", f"train.out_dir={runs}"]
+    assert cli.main(["train", *args, "train.epochs=5"]) == 0
+    run_dir = next(runs.iterdir())
+    assert json.loads((run_dir / "result.json").read_text())["accuracy"] > 0.8
+    capsys.readouterr()
+    assert cli.main(["eval", str(run_dir), "--json", "--model", f"{own_module}:hub"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.8
+    # a head of the wrong size says where the class count goes for such a factory
+    assert cli.main(["train", *args[:1], "model.kwargs={model_name: tiny, n_out: 4}", f"train.out_dir={runs}2"]) == 2
+    assert "model.kwargs={num_classes: 10} for timm, {num_labels: 10} for transformers" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

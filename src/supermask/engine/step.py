@@ -24,8 +24,9 @@ def check_outputs(out: Any, classes: int, cfg: RunConfig) -> None:
     got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
     raise TrainingError(
         f"model.name={cfg.model.name} gives {got} for a batch, and the data has {classes} classes: it must give "
-        f"(batch, {classes}) logits (the model is built with num_classes={classes}; a model of your own should "
-        "use it)"
+        f"(batch, {classes}) logits (a model of your own is given num_classes={classes} when its factory names "
+        "that parameter; a factory taking **kwargs gets it from model.kwargs under its own name, e.g. "
+        f"model.kwargs={{num_classes: {classes}}} for timm, {{num_labels: {classes}}} for transformers)"
     )
 
 

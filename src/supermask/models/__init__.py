@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from supermask.errors import SupermaskConfigError
@@ -62,15 +63,19 @@ def factory(name: str) -> Callable[..., Any]:
 
 
 def _create_own(name: str, given: dict[str, Any], **offered: Any) -> nn.Module:
-    """Call a factory with ``given`` (``model.kwargs``) and the arguments it accepts of ``num_classes``,
-    ``in_channels``, ``image_size``, ``width``."""
+    """Call a factory with ``given`` (``model.kwargs``) and those of ``num_classes``, ``in_channels``,
+    ``image_size``, ``width`` that its signature names. A factory taking only ``**kwargs`` (timm's
+    ``create_model``, transformers' ``from_pretrained``) is offered none of them: it would pass them on to
+    a model that does not take them; give them in ``model.kwargs`` under the names it uses.
+    The model answers with its logits: an output with a ``logits`` tensor (transformers' ``ModelOutput``)
+    is replaced by it (a forward hook)."""
     fn = factory(name)
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in offered.items() if takes_all or k in params} | given
+    named = {k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    kwargs = {k: v for k, v in offered.items() if k in named} | given
     try:
         model = fn(**kwargs)
     except Exception as exc:  # the factory's own failure: the user's to fix, said in one line
@@ -79,7 +84,15 @@ def _create_own(name: str, given: dict[str, Any], **offered: Any) -> nn.Module:
         ) from exc
     if not isinstance(model, nn.Module):
         raise SupermaskConfigError(f"model.name={name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    model.register_forward_hook(logits_only)
     return model
+
+
+def logits_only(module: nn.Module, args: Any, output: Any) -> Any:
+    """A forward hook: an output holding a ``logits`` tensor (transformers' ``ModelOutput``) becomes that
+    tensor; any other output is left as it is."""
+    logits = getattr(output, "logits", None) if not isinstance(output, torch.Tensor) else None
+    return logits if isinstance(logits, torch.Tensor) else None
 
 
 def create(
