@@ -362,6 +362,10 @@ def test_a_setting_the_method_does_not_use_is_named_not_dropped_silently(tmp_pat
     ).ignored_settings == {
         "supermask.score_init_value": 2.0  # only uniform and constant score inits read it
     }
+    # the config's own rule too: over pretrained weights nothing is drawn, so the fan and gain do nothing
+    assert load_run_config(
+        None, ["supermask.weight_init=pretrained", "supermask.fan_mode=fan_avg", "supermask.nonlinearity=tanh"]
+    ).ignored_settings == {"supermask.fan_mode": "fan_avg", "supermask.nonlinearity": "tanh"}
     lines: list[str] = []
     result = train(cfg, log=lines.append)
     assert any("does not use supermask.k=0.3, supermask.score_init=uniform" in line for line in lines)

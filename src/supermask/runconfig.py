@@ -439,7 +439,7 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
         cfg.supermask["tasks"] = cfg.data.split_tasks  # one mask per task
     check(cfg)
     sm = cfg.supermask_config()
-    ignored = method_class(sm.method)(sm).ignored_fields()
+    ignored = sm.ignored_fields()
     for key in sorted(explicit):
         section, _, name = key.partition(".")
         if section == "supermask" and name in ignored:

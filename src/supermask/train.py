@@ -168,7 +168,8 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         if master and cfg.ignored_settings:
             settings = ", ".join(f"{k}={v}" for k, v in cfg.ignored_settings.items())
             log(
-                f"note: method {method.name} does not use {settings}: ignored (it changes neither network nor training)"
+                f"note: method {method.name} over {method.config.weight_init} weights does not use {settings}: ignored "
+                "(it changes neither network nor training)"
             )
 
         # --- resume (prepare_run_dir checked the directory's run against this config) -------

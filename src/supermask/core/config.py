@@ -188,12 +188,17 @@ class SupermaskConfig:
         out = self.to_dict()
         out.pop("seed")
         defaults = SupermaskConfig().to_dict()
-        ignored = method_class(self.method)(self).ignored_fields()
-        if self.weight_init == "pretrained":  # the weights are the model's own: nothing draws them
-            ignored |= {"fan_mode", "nonlinearity", "scale_fan"}
-        for key in ignored:
+        for key in self.ignored_fields():
             out[key] = defaults[key]
         return out
+
+    def ignored_fields(self) -> set[str]:
+        """The fields that do not change this config's network or training: those its method ignores,
+        and under ``weight_init="pretrained"`` those that only draw weights (the weights are the model's own)."""
+        ignored = method_class(self.method)(self).ignored_fields()
+        if self.weight_init == "pretrained":
+            ignored |= {"fan_mode", "nonlinearity", "scale_fan"}
+        return ignored
 
 
 #: the most task masks one model may keep (SupSup's own experiments went to 2,500)
