@@ -1,4 +1,6 @@
-"""ResNets: CIFAR variants (3x3 stem, no max-pool) and ImageNet variants, incl. Wide ResNets."""
+"""ResNets: CIFAR variants (3x3 stem, no max-pool) and ImageNet variants, incl. Wide ResNets; He et al.'s
+CIFAR ResNet-20/32/44/56 (three stages of 16, 32, 64 channels, 1x1-convolution shortcuts where the shape
+changes)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,13 @@ _DEPTHS = {
     "resnet34": ("basic", [3, 4, 6, 3]),
     "resnet50": ("bottleneck", [3, 4, 6, 3]),
     "resnet101": ("bottleneck", [3, 4, 23, 3]),
+    "resnet20": ("basic", [3, 3, 3]),
+    "resnet32": ("basic", [5, 5, 5]),
+    "resnet44": ("basic", [7, 7, 7]),
+    "resnet56": ("basic", [9, 9, 9]),
 }
+#: the first stage's channels: 16 for He et al.'s three-stage CIFAR ResNets, else 64
+_BASE_PLANES = {"resnet20": 16, "resnet32": 16, "resnet44": 16, "resnet56": 16}
 
 
 class BasicBlock(nn.Module):
@@ -61,7 +69,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A ResNet; ``stem='cifar'`` (3x3 conv) or ``'imagenet'`` (7x7 stride-2 conv + max-pool)."""
+    """A ResNet; ``stem='cifar'`` (3x3 conv) or ``'imagenet'`` (7x7 stride-2 conv + max-pool); one stage
+    (``layer1``, ``layer2``, ...) per entry of ``layers``, the first of ``base_planes`` channels (times width)."""
 
     def __init__(
         self,
@@ -72,10 +81,11 @@ class ResNet(nn.Module):
         in_channels: int = 3,
         stem: str = "cifar",
         base_width_factor: int = 1,
+        base_planes: int = 64,
     ) -> None:
         super().__init__()
         block_cls: type[BasicBlock] | type[Bottleneck] = BasicBlock if block == "basic" else Bottleneck
-        planes0 = scaled(64, width)
+        planes0 = scaled(base_planes, width)
         if stem == "cifar":
             self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, planes0, 3, 1, 1, bias=False), nn.BatchNorm2d(planes0), nn.ReLU(inplace=True)
@@ -90,20 +100,23 @@ class ResNet(nn.Module):
         stages = []
         in_planes = planes0
         for i, count in enumerate(layers):
-            planes = scaled(64 * 2**i, width)
+            planes = scaled(base_planes * 2**i, width)
             mid = planes * base_width_factor
             blocks = []
             for j in range(count):
                 blocks.append(block_cls(in_planes, planes, 2 if (j == 0 and i > 0) else 1, mid))
                 in_planes = planes * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.stages = len(stages)
+        for i, stage in enumerate(stages):
+            self.add_module(f"layer{i + 1}", stage)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for i in range(self.stages):
+            x = getattr(self, f"layer{i + 1}")(x)
         return self.fc(self.pool(x).flatten(1))
 
 
@@ -111,7 +124,7 @@ def cifar_resnet(
     depth: str, num_classes: int = 10, width: float = 1.0, in_channels: int = 3, image_size: int = 32
 ) -> ResNet:
     block, layers = _DEPTHS[depth]
-    return ResNet(block, layers, num_classes, width, in_channels, stem="cifar")
+    return ResNet(block, layers, num_classes, width, in_channels, stem="cifar", base_planes=_BASE_PLANES.get(depth, 64))
 
 
 def imagenet_resnet(
