@@ -197,23 +197,35 @@ def run_sweep(args: argparse.Namespace) -> int:
 def _record_sweep(out_dir: Path, config: str | None, items: list[str], only: list[str] | None) -> None:
     """``sweep.yaml``: the command that made the folder's runs. Parts of one sweep run side by side
     (``--only``, ``--shard``) add to one record instead of the last part replacing the others': the same
-    grid's record keeps the union of its parts' ``--only`` (none once any part ran the whole grid)."""
+    grid's record keeps the union of its parts' ``--only`` (none once any part ran the whole grid). Parts
+    finishing at once take turns (an exclusive ``flock`` on the folder's ``.lock``), so none is lost."""
+    import fcntl
+    import os
+
     from supermask.fileio import atomic_write, make_dirs
     from supermask.runconfig import read_yaml_file
 
     path = make_dirs(out_dir) / "sweep.yaml"
     record: dict[str, Any] = {"config": config, "items": items, **({"only": list(only)} if only else {})}
     try:
-        earlier = read_yaml_file(path) if path.is_file() else None
-    except SupermaskConfigError:
-        earlier = None  # a damaged record is replaced by this sweep's
-    if isinstance(earlier, dict) and earlier.get("config") == config and earlier.get("items") == items:
-        before = earlier.get("only")
-        if not only or not isinstance(before, list):
-            record.pop("only", None)
-        else:
-            record["only"] = [*before, *(o for o in only if o not in before)]
-    atomic_write(path, _yaml_dump(record))
+        lock = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise StorageError(f"cannot create the lock file {out_dir / '.lock'}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held for the read and the write; closing the file drops it
+        try:
+            earlier = read_yaml_file(path) if path.is_file() else None
+        except SupermaskConfigError:
+            earlier = None  # a damaged record is replaced by this sweep's
+        if isinstance(earlier, dict) and earlier.get("config") == config and earlier.get("items") == items:
+            before = earlier.get("only")
+            if not only or not isinstance(before, list):
+                record.pop("only", None)
+            else:
+                record["only"] = [*before, *(o for o in only if o not in before)]
+        atomic_write(path, _yaml_dump(record))
+    finally:
+        os.close(lock)
 
 
 def _yaml_dump(data: Any) -> str:

@@ -73,8 +73,10 @@ class Bernoulli(MaskMethod):
         masked = MaskedWeight.apply(weight, scores, mask, True)
         if self.options.rescale == "none":
             return masked
-        p = torch.sigmoid(scores)  # kept count = mask.sum(), with the gradient of sum(sigmoid(score))
-        kept = mask.sum(dtype=p.dtype) + (p - p.detach()).sum()
+        kept = mask.sum(dtype=torch.float32)
+        if torch.is_grad_enabled() and scores.requires_grad:  # the kept count's gradient: that of sum(sigmoid(s))
+            p = torch.sigmoid(scores)
+            kept = kept + (p - p.detach()).sum()  # adds exactly 0 to the value
         return masked * (mask.numel() / kept.clamp(min=1.0)).to(masked.dtype)
 
     def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
