@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 23: each mask method at its own paper's recipe (configs/papers/<method>/<setting>.yaml), 3 seeds,
 # into results/papers/<target>/runs; resumable (rerun to continue; finished runs are skipped).
-# Usage: experiments/papers.sh TARGET...   Targets: signed-supermask-mnist, bernoulli-mnist
+# Usage: experiments/papers.sh TARGET...   Targets: signed-supermask-mnist, signed-supermask-mnist-tf-pipeline,
+#   bernoulli-mnist
 # Env: MNIST_DIR (../shared/data/mnist), THREADS (1), JOBS (1), SEEDS (0,1,2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,12 +17,21 @@ for target in "$@"; do
         train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
       $SM report "$out/runs" --out "$out"
       ;;
+    signed-supermask-mnist-tf-pipeline)  # the same recipe with the authors' input pipeline (their
+      # data_preprocessor.py, read for understanding only): each image standardised by its own mean and std
+      # (tf.image.per_image_standardization) and the training set in one fixed order (cached, never reshuffled)
+      out=results/papers/signed_supermask_mnist_tf_pipeline
+      $SM sweep configs/papers/signed-supermask/mnist_fcn.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
+        data.standardize=per_image data.shuffle=false \
+        train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
+      $SM report "$out/runs" --out "$out"
+      ;;
     bernoulli-mnist)  # Zhou et al.'s supermask: 2000 epochs, about 70 minutes a seed at 1 thread (AMD EPYC)
       out=results/papers/bernoulli_mnist
       $SM sweep configs/papers/bernoulli/mnist_fc.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
         train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
       $SM report "$out/runs" --out "$out"
       ;;
-    *) echo "unknown target $target (signed-supermask-mnist, bernoulli-mnist)" >&2; exit 2 ;;
+    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, bernoulli-mnist)" >&2; exit 2 ;;
   esac
 done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import yaml
 from supermask import cli
 from supermask.core.config import SupermaskConfig
 from supermask.errors import RunBusyError, StorageError, SupermaskConfigError, TrainingError
-from supermask.runconfig import from_dict, load_run_config
+from supermask.runconfig import experiment_key, from_dict, load_run_config, set_key
 from supermask.train import RunLock, prepare_run_dir, train
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -254,7 +255,7 @@ def test_cuda_on_a_cpu_only_build_is_a_config_error(capsys: pytest.CaptureFixtur
 
 def test_yaml_numbers_and_bools_follow_yaml_1_2(tmp_path: Path) -> None:
     cfg = load_run_config(None, ["optim.lr=1e-3", "optim.weight_decay=1.0e38", "supermask.scale_fan=true"])
-    assert cfg.optim.lr == 0.001 and cfg.optim.weight_decay == 1e38 and cfg.supermask["scale_fan"] is True
+    assert cfg.optim.lr == 0.001 and cfg.optim.weight_decay == 1e38 and cfg.supermask.scale_fan is True
     assert load_run_config(None, ["train.seed=010"]).train.seed == 10  # decimal, not YAML 1.1's octal
     assert load_run_config(None, ["train.run_name=0.10"]).train.run_name == "0.10"  # a name stays as typed
     path = tmp_path / "c.yaml"
@@ -437,7 +438,7 @@ def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
     methods = ["supermask.method=edge-popup,gem-miner", "supermask.options.period=1", "train.seed=0,1"]
     runs, out = cli._sweep_runs(None, methods, None, ["supermask.method=gem-miner"])
     assert [r.name for r in runs] == ["mlp-gem-miner_method=gem-miner_seed=0", "mlp-gem-miner_method=gem-miner_seed=1"]
-    assert out == Path("runs") and runs[0].cfg.supermask["options"] == {"period": 1}
+    assert out == Path("runs") and runs[0].cfg.supermask.options == {"period": 1}
     with pytest.raises(SupermaskConfigError, match=r"method 'edge-popup' has no option\(s\) \['period'\]"):
         cli._sweep_runs(None, methods, None)  # the whole grid: edge-popup has no such option
     # a value with a slash in it makes one folder name, and two values one name cannot tell apart are refused
@@ -514,3 +515,40 @@ def test_deterministic_fixes_and_records_threads_and_restores_the_process(
     with pytest.raises(TrainingError, match="ran deterministically with 1 threads.*set train.threads=1"):
         train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=2"), **QUIET)
     assert train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=1"), **QUIET)["deterministic"]
+
+
+def test_the_run_config_holds_its_supermask_section_checked(tmp_path: Path) -> None:
+    cfg = load_run_config(None, ["supermask.options.scope=global", "supermask.method=biprop", "train.seed=7"])
+    assert isinstance(cfg.supermask, SupermaskConfig)  # checked when set, not a mapping checked later
+    assert (cfg.supermask.method, cfg.supermask.options) == ("biprop", {"scope": "global"})  # options before method
+    assert cfg.supermask_config().seed == 7 and cfg.supermask.seed == 0  # the seed is train.seed's
+    path = tmp_path / "options_first.yaml"
+    path.write_text("supermask: {options: {scope: global}, method: biprop, k: 2.0}\n")
+    assert load_run_config(path, ["supermask.k=0.3"]).supermask.k == 0.3  # file and overrides checked together
+    with pytest.raises(SupermaskConfigError, match="k=2"):
+        load_run_config(path, [])
+    # a key left unset follows the others: bias=auto resolves by the weight_init set after it
+    assert load_run_config(None, ["supermask.weight_init=pretrained"]).supermask.bias == "frozen"
+    before = copy.deepcopy(cfg)
+    with pytest.raises(SupermaskConfigError, match="choose one of"):
+        set_key(cfg, "supermask.options.scope", "nowhere")
+    assert cfg == before and cfg.supermask_settings == before.supermask_settings  # a refused key changes nothing
+
+
+def test_the_data_options_of_a_paper_pipeline_are_checked_and_part_of_the_experiment(tmp_path: Path) -> None:
+    cfg = load_run_config(None, ["data.standardize=per_image", "data.shuffle=false", "data.train_examples=1000"])
+    assert (cfg.data.standardize, cfg.data.shuffle, cfg.data.train_examples) == ("per_image", False, 1000)
+    saved = load_run_config(None, []).to_dict()
+    for key in ("standardize", "shuffle", "train_examples"):
+        del saved["data"][key]  # a run saved before these keys existed is the same experiment as their defaults
+    assert experiment_key(saved) == experiment_key(load_run_config(None, []).to_dict())
+    assert experiment_key(cfg.to_dict()) != experiment_key(load_run_config(None, []).to_dict())
+    for item, message in [
+        ("data.standardize=whitened", "data.standardize='whitened' is not valid; choose one of: dataset, per_image"),
+        ("data.train_examples=0", "data.train_examples"),
+        ("data.shuffle=no", "data.shuffle"),
+    ]:
+        with pytest.raises(SupermaskConfigError, match=re.escape(message)):
+            load_run_config(None, [item])
+    with pytest.raises(SupermaskConfigError, match="need a data set held as tensors, not data.name=folder"):
+        load_run_config(None, ["data.name=folder", f"data.root={tmp_path}", "data.shuffle=false"])

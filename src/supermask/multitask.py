@@ -23,7 +23,7 @@ from torch import nn
 from supermask.core.inspection import sparsity_report
 from supermask.core.layers import supermask_layers
 from supermask.core.tasks import infer_task, set_task
-from supermask.data import DATASETS, TensorLoader, describe, load_arrays
+from supermask.data import DATASETS, TensorLoader, describe, first_examples, load_arrays
 from supermask.engine.build import build_model, check_has_batches, export
 from supermask.engine.epoch import EpochRun, evaluate, evaluate_after, train_epoch
 from supermask.engine.optim import build_optimizer
@@ -50,6 +50,7 @@ def split_loaders(cfg: RunConfig, device: torch.device) -> tuple[list[tuple[Tens
     info = DATASETS[cfg.data.name]
     per_task = task_classes(info.num_classes, cfg.data.split_tasks)
     arrays = load_arrays(cfg.data.name, cfg.data.root)
+    arrays["train"] = first_examples(*arrays["train"], cfg.data.train_examples)
     loaders = []
     for t in range(cfg.data.split_tasks):
         pair = []
@@ -59,7 +60,15 @@ def split_loaders(cfg: RunConfig, device: torch.device) -> tuple[list[tuple[Tens
             batch = cfg.data.batch_size if train else cfg.data.eval_batch_size
             pair.append(
                 TensorLoader(
-                    x[keep], y[keep] - t * per_task, info, batch, train=train, device=device, seed=cfg.train.seed
+                    x[keep],
+                    y[keep] - t * per_task,
+                    info,
+                    batch,
+                    train=train,
+                    device=device,
+                    seed=cfg.train.seed,
+                    standardize=cfg.data.standardize,
+                    shuffle=cfg.data.shuffle,
                 )
             )
         loaders.append((pair[0], pair[1]))
@@ -194,8 +203,8 @@ def _result(
             "model": cfg.model.name,
             "width": cfg.model.width,
             "method": method_name,
-            "k": cfg.supermask_config().k,
-            "weight_init": cfg.supermask_config().weight_init,
+            "k": cfg.supermask.k,
+            "weight_init": cfg.supermask.weight_init,
             "seed": cfg.train.seed,
             "kept_fraction": sum(kept) / len(kept),  # the mean over tasks
             "device": str(device),

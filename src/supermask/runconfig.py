@@ -48,6 +48,11 @@ class DataSection:
     image_size: int | None = None  # image folders only (imagenet, folder); default 224
     split_tasks: int = 1  # > 1: the classes cut into this many tasks, one mask each (SupSup); see supermask.multitask
     classes: list[int] | None = None  # train and test on these classes only, renumbered 0..n-1 in this order
+    train_examples: int | None = None  # train on the first so many examples only (None: all of them)
+    # pixels standardised by the data set's mean and std (dataset) or each image by its own (per_image,
+    # TensorFlow's per_image_standardization); data sets held as tensors
+    standardize: str = "dataset"
+    shuffle: bool = True  # a new order of the training examples each epoch (false: the files' order, every epoch)
 
 
 @dataclass
@@ -126,31 +131,30 @@ class RunConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
-    supermask: dict[str, Any] = field(default_factory=lambda: {"k": 0.5, "method": "edge-popup"})
+    # the supermask section, checked (its seed is train.seed: see supermask_config)
+    supermask: SupermaskConfig = field(default_factory=SupermaskConfig)
     # optim keys set from the method's recommended settings because the user set none (recorded)
     method_defaults: dict[str, Any] = field(default_factory=dict)
     # supermask keys the user set that the method does not use (``supermask.k`` for a method whose
     # density emerges): the run says so instead of ignoring them without a word
     ignored_settings: dict[str, Any] = field(default_factory=dict)
-
-    # the checked SupermaskConfig of ``supermask`` and ``train.seed``, with the settings it was built from
-    _checked: tuple[str, SupermaskConfig] | None = field(default=None, repr=False, compare=False)
+    # the supermask keys set so far, which ``supermask`` was built from: a key left unset keeps
+    # following the others (``bias=auto`` resolves by ``weight_init``)
+    supermask_settings: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def supermask_config(self) -> SupermaskConfig:
-        """The supermask section as a checked :class:`SupermaskConfig` (its seed: ``train.seed``). Built and
-        checked once, when the config is loaded, and again only after a setting changes; each call returns
-        a copy, so a model converted with it (whose ``set_k`` changes its config) leaves this one alone."""
-        settings = repr((self.supermask, self.train.seed))
-        if self._checked is None or self._checked[0] != settings:
-            self._checked = (settings, SupermaskConfig.from_dict({**self.supermask, "seed": self.train.seed}))
-        return copy.deepcopy(self._checked[1])
+        """A copy of the checked supermask section with ``train.seed`` as its seed (so a model converted
+        with it, whose ``set_k`` changes its own config, leaves this one alone). Nothing is checked again:
+        the section was checked when it was set."""
+        sm = copy.deepcopy(self.supermask)
+        sm.seed = self.train.seed
+        return sm
 
     def to_dict(self) -> dict[str, Any]:
         """The full resolved config: every section's every key, every ``SupermaskConfig`` field."""
         out = dataclasses.asdict(self)
-        out.pop("method_defaults")
-        out.pop("ignored_settings")
-        out.pop("_checked")
+        for internal in ("method_defaults", "ignored_settings", "supermask_settings"):
+            out.pop(internal)
         out["optim"]["betas"] = list(self.optim.betas)
         resolved = self.supermask_config().to_dict()
         resolved.pop("seed")  # it is train.seed
@@ -370,31 +374,57 @@ def _show(value: Any, raw: str | None) -> str:
 
 
 def apply(cfg: RunConfig, data: dict[str, Any]) -> RunConfig:
-    """Apply a nested dict (from YAML) to ``cfg``; unknown keys and bad types are errors."""
+    """Apply a nested dict (from YAML) to ``cfg``; unknown keys and bad types are errors. The supermask
+    section is checked as a whole (its ``options`` may come before the ``method`` they belong to)."""
+    pending: dict[str, Any] = {}
+    _apply_sections(cfg, data, pending)
+    set_supermask(cfg, pending)
+    return cfg
+
+
+def _apply_sections(cfg: RunConfig, data: dict[str, Any], pending: dict[str, Any]) -> None:
     for section, values in data.items():
         if section not in (*_SECTIONS, "supermask"):
             raise _unknown("section", str(section), [*_SECTIONS, "supermask"])
         if not isinstance(values, dict):
             raise SupermaskConfigError(f"{section}: must be a mapping of keys to values")
         for key, value in values.items():
-            set_key(cfg, f"{section}.{key}", value)
-    return cfg
+            _set(cfg, f"{section}.{key}", value, None, pending)
 
 
 def set_key(cfg: RunConfig, dotted: str, value: Any, raw: str | None = None) -> None:
-    """Set one ``section.key`` to ``value`` (already parsed; ``raw``: the text typed), checking name and type."""
+    """Set one ``section.key`` to ``value`` (already parsed; ``raw``: the text typed), checking name and
+    type; a supermask key is checked with the rest of the section (:func:`set_supermask`)."""
+    pending: dict[str, Any] = {}
+    _set(cfg, dotted, value, raw, pending)
+    set_supermask(cfg, pending)
+
+
+def set_supermask(cfg: RunConfig, settings: dict[str, Any]) -> None:
+    """Rebuild ``cfg.supermask`` from the supermask keys set so far and ``settings`` (which win), as
+    one checked :class:`SupermaskConfig`; on an error ``cfg`` is left as it was."""
+    if not settings:
+        return
+    merged = {**cfg.supermask_settings, **settings}
+    cfg.supermask = SupermaskConfig.from_dict(merged)  # checked once, here; its seed is train.seed
+    cfg.supermask_settings = merged
+
+
+def _set(cfg: RunConfig, dotted: str, value: Any, raw: str | None, pending: dict[str, Any]) -> None:
+    """Set one key of a run section on ``cfg``, or add one supermask key to ``pending`` (checked for its
+    name and type here, with the whole section by :func:`set_supermask`)."""
     section, _, key = dotted.partition(".")
     if section == "supermask":
         if key.startswith("options.") and key != "options.":  # one option of the method: supermask.options.NAME=V
-            options = cfg.supermask.get("options") or {}
+            options = pending.get("options", cfg.supermask_settings.get("options")) or {}
             if not isinstance(options, dict):
                 raise SupermaskConfigError(f"supermask.options must be a mapping to set {dotted}")
-            cfg.supermask["options"] = {**options, key.partition(".")[2]: value}
+            pending["options"] = {**options, key.partition(".")[2]: value}
             return
         f = _SUPERMASK_FIELDS.get(key)
         if f is None:
             raise _unknown("key", dotted, valid_keys())
-        cfg.supermask[key] = _coerce(dotted, value, str(f.type), raw)
+        pending[key] = _coerce(dotted, value, str(f.type), raw)
         return
     cls = _SECTIONS.get(section)
     fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
@@ -416,6 +446,7 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
     optimiser settings for the optim keys none of them set; every value checked."""
     cfg = RunConfig()
     explicit: set[str] = set()
+    pending: dict[str, Any] = {}  # the supermask keys of the file and the overrides, checked together
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -429,21 +460,22 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
         data = parse_yaml(text, f"config file {p}") or {}
         if not isinstance(data, dict):
             raise SupermaskConfigError(f"{p} must hold a mapping of sections (model, data, optim, train, supermask)")
-        apply(cfg, data)
+        _apply_sections(cfg, data, pending)
         explicit |= {f"{s}.{k}" for s, values in data.items() if isinstance(values, dict) for k in values}
     for item in overrides:
         key, value = parse_override(item)
-        set_key(cfg, key, value, raw=item.partition("=")[2])
+        _set(cfg, key, value, item.partition("=")[2], pending)
         explicit.add(key)
     if cfg.data.split_tasks > 1 and "supermask.tasks" not in explicit:
-        cfg.supermask["tasks"] = cfg.data.split_tasks  # one mask per task
+        pending["tasks"] = cfg.data.split_tasks  # one mask per task
+    set_supermask(cfg, pending)
     check(cfg)
-    sm = cfg.supermask_config()
+    sm = cfg.supermask
     ignored = sm.ignored_fields()
     for key in sorted(explicit):
         section, _, name = key.partition(".")
         if section == "supermask" and name in ignored:
-            cfg.ignored_settings[key] = cfg.supermask.get(name)
+            cfg.ignored_settings[key] = cfg.supermask_settings.get(name)
     recommended = method_class(sm.method).recommended_optim
     for key, value in recommended.items():
         if f"optim.{key}" not in explicit:
@@ -487,7 +519,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
     ``device`` that this machine has ``train.device``. With ``import_code`` a model of one's own
     (``model.name=package.module:callable``) is imported to check it; a config read from a file that
     supermask wrote (a run folder, a checkpoint) is checked without it (see :func:`from_dict`)."""
-    from supermask.data import DATASET_NAMES, DATASETS
+    from supermask.data import DATASET_NAMES, DATASETS, STANDARDIZE_MODES
     from supermask.models import MODEL_NAMES
 
     if ":" in cfg.model.name and import_code:  # a model of your own: its factory must import
@@ -497,6 +529,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
     choices = {
         "model.name": (cfg.model.name, MODEL_NAMES if ":" not in cfg.model.name else (cfg.model.name,)),
         "data.name": (cfg.data.name, DATASET_NAMES),
+        "data.standardize": (cfg.data.standardize, STANDARDIZE_MODES),
         "optim.name": (cfg.optim.name, ("sgd", "sgdw", "adam")),
         "optim.schedule": (cfg.optim.schedule, ("cosine", "constant", "exponential")),
         "train.progress": (cfg.train.progress, ("auto", "bar", "lines", "none")),
@@ -532,6 +565,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         ("train.time_limit", t.time_limit, 0.0, None, False, False),
         ("train.log_every", t.log_every, 1, MAX_INT, False, False),
         ("data.split_tasks", d.split_tasks, 1, MAX_TASKS, False, False),
+        ("data.train_examples", d.train_examples, 1, MAX_BATCH, False, False),
     ]
     for key, number, low, high, low_open, high_open in ranges:
         if number is not None:
@@ -549,10 +583,18 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         check_trackers(t.loggers)
         check_device(t.device)
         check_precision(t.bf16, t.device)
-    sm = cfg.supermask_config()  # validates every supermask option
+    sm = cfg.supermask  # checked when it was set (set_supermask)
     problem = scale_fan_problem(method_class(sm.method)(sm))
     if device and problem:  # a new run only (device=True): saved runs of this combination still read
         raise SupermaskConfigError(problem)
+    defaults = DataSection()
+    tensor_only = [
+        f"data.{k}" for k in ("train_examples", "standardize", "shuffle") if getattr(d, k) != getattr(defaults, k)
+    ]
+    if tensor_only and DATASETS[d.name].folder:
+        raise SupermaskConfigError(
+            f"{', '.join(tensor_only)} need a data set held as tensors, not data.name={d.name} (image folders)"
+        )
     if d.classes is not None:
         available = DATASETS[d.name].num_classes
         if DATASETS[d.name].folder or d.split_tasks > 1:

@@ -113,7 +113,7 @@ def _sweep_runs(
         if out is None:
             out = Path(cfg.train.out_dir)
         short = "_".join(c.split(".", 1)[1] for c in combo)
-        name = safe_name(f"{cfg.model.name}-{cfg.supermask_config().method}" + (f"_{short}" if short else ""))
+        name = safe_name(f"{cfg.model.name}-{cfg.supermask.method}" + (f"_{short}" if short else ""))
         overrides = [*fixed, *combo, f"train.out_dir={out}", f"train.run_name={name}"]
         cfg = load_run_config(config, overrides)
         precision = run_precision(cfg)

@@ -295,7 +295,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         # --- the result ----------------------------------------------------------------------
         final = history[-1] if history else {}
         report = sparsity_report(model)
-        sm = cfg.supermask_config()
+        sm = cfg.supermask
         result = {
             "run_dir": str(run_dir),
             "dataset": describe(cfg.data.name),

@@ -19,7 +19,13 @@ from supermask.data.download import download, safe_extract
 from supermask.data.folders import ImageFolder, build_folder_loaders
 from supermask.data.readers import _load_cifar_batch, default_root, load_arrays, read_idx
 from supermask.data.registry import DATASET_NAMES, DATASETS, DatasetInfo, RemoteFile, describe
-from supermask.data.tensors import TensorLoader, build_tensor_loaders, random_crop_flip
+from supermask.data.tensors import (
+    STANDARDIZE_MODES,
+    TensorLoader,
+    build_tensor_loaders,
+    first_examples,
+    random_crop_flip,
+)
 from supermask.errors import DataError
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "DATASET_NAMES",
     "DataError",
     "DatasetInfo",
+    "STANDARDIZE_MODES",
     "ImageFolder",
     "RemoteFile",
     "TensorLoader",
@@ -36,6 +43,7 @@ __all__ = [
     "default_root",
     "describe",
     "download",
+    "first_examples",
     "load_arrays",
     "random_crop_flip",
     "read_idx",

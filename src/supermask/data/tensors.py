@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -10,13 +11,20 @@ from torch import Tensor
 
 from supermask.data.readers import load_arrays
 from supermask.data.registry import DATASETS, DatasetInfo
+from supermask.errors import DataError
+
+#: how pixels are standardised: ``dataset`` (the data set's per-channel mean and std, the PyTorch
+#: convention) or ``per_image`` (each image to mean 0 and std 1 over all its pixels, as TensorFlow's
+#: ``per_image_standardization``: (x - mean) / max(std, 1 / sqrt(pixels)))
+STANDARDIZE_MODES = ("dataset", "per_image")
 
 
 class TensorLoader:
-    """Batches of a data set held on ``device`` as uint8, with batched crop/flip and normalisation.
+    """Batches of a data set held on ``device`` as uint8, with batched crop/flip and standardisation.
 
-    Each epoch draws one seeded permutation; with ``world_size > 1`` each rank takes its slice of
-    it (``perm[rank::world_size]``, trimmed to equal length), so ranks see disjoint data.
+    Each epoch draws one seeded permutation (``shuffle=False``: the data set's own order, every epoch);
+    with ``world_size > 1`` each rank takes its slice of it (``perm[rank::world_size]``, trimmed to
+    equal length), so ranks see disjoint data.
     """
 
     def __init__(
@@ -32,7 +40,11 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         augment: bool | None = None,
+        standardize: str = "dataset",
+        shuffle: bool = True,
     ) -> None:
+        if standardize not in STANDARDIZE_MODES:
+            raise ValueError(f"standardize={standardize!r}: choose one of {', '.join(STANDARDIZE_MODES)}")
         self.x = torch.as_tensor(np.array(x) if isinstance(x, np.ndarray) else x).to(device)
         self.y = torch.as_tensor(np.array(y) if isinstance(y, np.ndarray) else y).to(device)
         self.device = torch.device(device)
@@ -40,6 +52,7 @@ class TensorLoader:
         self.train = train
         self.augment = info.augment if augment is None else augment
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.standardize, self.shuffle = standardize, shuffle
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(info.mean, device=self.device).view(shape) * 255.0
         self.std = torch.tensor(info.std, device=self.device).view(shape) * 255.0
@@ -54,7 +67,7 @@ class TensorLoader:
 
     def _indices(self, gen: torch.Generator) -> Tensor:
         n = len(self.y)
-        if self.train:
+        if self.train and self.shuffle:
             order = torch.randperm(n, generator=gen, device="cpu").to(self.device)
         else:
             order = torch.arange(n, device=self.device)
@@ -71,7 +84,15 @@ class TensorLoader:
             x = self.x[idx]
             if self.train and self.augment:
                 x = random_crop_flip(x, gen)
-            yield (x.float() - self.mean) / self.std, self.y[idx]
+            yield self._standardized(x), self.y[idx]
+
+    def _standardized(self, x: Tensor) -> Tensor:
+        if self.standardize == "per_image":
+            flat = x.float().flatten(1)
+            floor = 1.0 / math.sqrt(flat.shape[1])  # TensorFlow's: a blank image is not divided by 0
+            std = flat.std(dim=1, unbiased=False, keepdim=True).clamp_min(floor)
+            return ((flat - flat.mean(dim=1, keepdim=True)) / std).view(x.shape)
+        return (x.float() - self.mean) / self.std
 
 
 def random_crop_flip(x: Tensor, gen: torch.Generator, padding: int = 4) -> Tensor:
@@ -106,17 +127,44 @@ def build_tensor_loaders(
     world_size: int = 1,
     eval_batch_size: int = 1000,
     classes: list[int] | None = None,
+    *,
+    standardize: str = "dataset",
+    shuffle: bool = True,
+    train_examples: int | None = None,
 ) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
-    """Train and test loaders of a small data set; ``classes``: only these, relabelled 0..n-1 in this order."""
+    """Train and test loaders of a small data set; ``classes``: only these, relabelled 0..n-1 in this
+    order; ``train_examples``: only the first so many training examples (e.g. 55,000 of MNIST's 60,000,
+    the split of TensorFlow's tutorials); ``standardize`` and ``shuffle``: see :class:`TensorLoader`."""
     arrays = load_arrays(name, root)
     info = DATASETS[name]
     if classes is not None:
         arrays = {split: select_classes(x, y, classes) for split, (x, y) in arrays.items()}
+    arrays["train"] = first_examples(*arrays["train"], train_examples)
     train = TensorLoader(
-        *arrays["train"], info, batch_size, train=True, device=device, seed=seed, rank=rank, world_size=world_size
+        *arrays["train"],
+        info,
+        batch_size,
+        train=True,
+        device=device,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        standardize=standardize,
+        shuffle=shuffle,
     )
-    test = TensorLoader(*arrays["test"], info, eval_batch_size, train=False, device=device, seed=seed)
+    test = TensorLoader(
+        *arrays["test"], info, eval_batch_size, train=False, device=device, seed=seed, standardize=standardize
+    )
     return train, test, info
+
+
+def first_examples(x: np.ndarray, y: np.ndarray, count: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` examples (all: ``None``); more than there are is an error, never fewer silently."""
+    if count is None:
+        return x, y
+    if count > len(y):
+        raise DataError(f"data.train_examples={count}: the training set holds only {len(y)} examples")
+    return x[:count], y[:count]
 
 
 # --- ImageNet-style folders ------------------------------------------------------------------

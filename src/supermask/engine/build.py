@@ -85,6 +85,9 @@ def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> t
         world,
         cfg.data.eval_batch_size,
         cfg.data.classes,
+        standardize=cfg.data.standardize,
+        shuffle=cfg.data.shuffle,
+        train_examples=cfg.data.train_examples,
     )
     classes = len(cfg.data.classes) if cfg.data.classes is not None else info.num_classes
     return train, test, classes, info.in_channels, info.image_size
@@ -132,7 +135,7 @@ def run_header(
     """What a run is about to do, printed before its first step: model and data, the schedule as it will
     run (``train.max_steps`` named when it cuts the epochs), the mask over what share of the weights, and
     where and in what precision it computes. A warning when more than a tenth of the weights stay dense."""
-    sm = cfg.supermask_config()
+    sm = cfg.supermask
     method = method_class(sm.method)
     what = f"{sm.method} k={sm.k}" if method.uses_k else sm.method
     per_epoch = len(train_loader)
