@@ -26,7 +26,7 @@ from torch import nn
 import supermask
 from supermask.core import rng
 
-PINNED = Path(__file__).parent / "data" / "pinned"
+PINNED = Path(__file__).parent / "fixtures" / "pinned"
 METHODS = ("edge-popup", "edge-popup-global", "bernoulli", "dense")
 
 

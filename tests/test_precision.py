@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -14,29 +13,12 @@ from supermask import SupermaskConfig, cli, to_supermask
 from supermask.core.layers import supermask_layers
 from supermask.errors import SupermaskConfigError, TrainingError
 from supermask.models import create
-from supermask.precision import recorded_precision, use_bf16
-from supermask.report import collect, summarise
+from supermask.precision import use_bf16
 from supermask.runconfig import experiment_key, load_run_config
 from supermask.train import train
+from tests.helpers.runs import QUIET, _native, _stop_after_first_epoch, cfg_for
 
-QUIET = {"log": lambda *_: None}
 CPU = torch.device("cpu")
-
-
-def cfg_for(tmp_path: Path, *items: str) -> Any:
-    return load_run_config(None, [f"train.out_dir={tmp_path}", "train.run_name=r", "train.epochs=2", *items])
-
-
-def _native(monkeypatch: pytest.MonkeyPatch, has: bool) -> None:
-    monkeypatch.setattr("supermask.precision.cpu_has_native_bf16", lambda: has)
-
-
-def _stop_after_first_epoch(message: str) -> None:
-    if message.startswith("epoch 1/"):
-        raise KeyboardInterrupt
-
-
-# --- the setting ---------------------------------------------------------------------------------
 
 
 def test_the_setting_is_auto_true_or_false(tmp_path: Path) -> None:
@@ -70,9 +52,6 @@ def test_true_without_native_bf16_is_one_line_from_the_cli(
     assert cli.main(["train", "train.bf16=true", "train.device=cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "use train.bf16=auto or false" in err
-
-
-# --- what runs in bf16, and what stays fp32 ------------------------------------------------------
 
 
 def test_under_autocast_only_the_products_are_bf16() -> None:
@@ -137,46 +116,6 @@ def test_a_resume_continues_in_the_precision_it_ran_in(tmp_path: Path, monkeypat
     assert result["precision"] == "fp32" and result["epochs"] == 3
 
 
-# --- sweep and report tell the precisions apart ---------------------------------------------------
-
-
-def test_sweep_runs_each_precision_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _native(monkeypatch, True)
-    grid = ["train.epochs=1", "train.max_steps=2", "train.bf16=auto,true,false"]
-    assert cli.main(["sweep", *grid, "--out", str(tmp_path)]) == 0
-    assert "mlp-edge-popup_bf16=true: the same experiment as mlp-edge-popup_bf16=auto" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
-        "mlp-edge-popup_bf16=auto",
-        "mlp-edge-popup_bf16=false",
-    ]
-
-
-def test_report_groups_by_the_precision_that_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _native(monkeypatch, True)
-    for seed in (0, 1):
-        for setting in ("true", "false"):
-            train(
-                cfg_for(tmp_path, f"train.bf16={setting}", f"train.seed={seed}", f"train.run_name={setting}{seed}"),
-                **QUIET,
-            )
-    # a result from before bf16 on CPUs: train.bf16=true meant "on CUDA", so this CPU run was fp32
-    old = json.loads((tmp_path / "false1" / "result.json").read_text())
-    old.pop("ran_on")
-    old.pop("precision")
-    old["seed"], old["config"]["train"]["seed"], old["config"]["train"]["bf16"] = 2, 2, True
-    (tmp_path / "old2").mkdir()
-    (tmp_path / "old2" / "result.json").write_text(json.dumps(old))
-    assert recorded_precision(old) == "fp32"
-    summary = summarise(collect(tmp_path))
-    by_precision = {row["settings"]: row["seeds"] for row in summary}
-    assert by_precision == {"train.precision=bf16": 2, "train.precision=fp32": 3}, summary
-    assert experiment_key(old["config"]) == experiment_key(
-        json.loads((tmp_path / "true0" / "result.json").read_text())["config"]
-    )
-
-
 def test_a_multi_task_run_uses_and_records_the_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _native(monkeypatch, True)
     items = ["data.split_tasks=5", "train.epochs=1", f"train.out_dir={tmp_path}"]
@@ -189,6 +128,7 @@ def test_a_multi_task_run_uses_and_records_the_precision(tmp_path: Path, monkeyp
     assert [r["train_loss"] for r in rows] != [r["train_loss"] for r in other]  # bf16 really ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["conv2", "fc"])
 def test_masking_the_cached_cast_is_bit_identical_to_casting_the_masked_weight(
     model_name: str, monkeypatch: pytest.MonkeyPatch
@@ -231,24 +171,6 @@ def test_masking_the_cached_cast_is_bit_identical_to_casting_the_masked_weight(
     assert all(torch.equal(a, b) for a, b in zip(scores_a, scores_b))
 
 
-def test_report_over_several_folders_counts_each_run_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _native(monkeypatch, True)
-    train(cfg_for(tmp_path / "a", "train.bf16=false"), **QUIET)
-    train(cfg_for(tmp_path / "b", "train.bf16=true"), **QUIET)
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    assert cli.main(["report", a, b, a, str(tmp_path), "--out", str(tmp_path / "out")]) == 0
-    runs = (tmp_path / "out" / "runs.csv").read_text().splitlines()
-    assert len(runs) == 3 and sum("bf16" in line for line in runs[1:]) == 1  # header + one run per folder
-    assert "train.precision=fp32" in (tmp_path / "out" / "results.md").read_text()
-    assert cli.main(["report", a, b]) == 2
-    assert "needs --out DIR" in capsys.readouterr().err
-    typo = str(tmp_path / "bb")  # a mistyped folder: an error, not a report of the others without it
-    assert cli.main(["report", a, typo, "--out", str(tmp_path / "out2")]) == 2
-    assert f"no such run folder: {typo}" in capsys.readouterr().err and not (tmp_path / "out2").exists()
-
-
 def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_it_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,9 +189,6 @@ def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_it_ran(
     with pytest.raises(TrainingError, match="trained epochs 1-1 in fp32"):
         train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
     assert train(cfg_for(tmp_path, "train.epochs=3", "train.bf16=false"), **QUIET)["epochs"] == 3
-
-
-# --- train.channels_last: a memory layout, auto on CPUs ------------------------------------------
 
 
 def test_channels_last_is_auto_on_cpus_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,20 +14,56 @@ from pathlib import Path
 import pytest
 import torch
 
-from supermask import cli
-from supermask.errors import SupermaskError
+from supermask.errors import TrainingError
 from supermask.runconfig import load_run_config
-from supermask.train import TrainingError, train
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supermask", *args], cwd=cwd, capture_output=True, text=True, env=ENV, timeout=300
-    )
+from supermask.train import train
+from tests.helpers.runs import ENV, QUIET, _metrics, _stop_after_first_epoch, cfg_for, run_cli
 
 
+def _kill_processes_in(folder: Path) -> None:
+    """SIGKILL every process of this user whose working directory is ``folder`` (Linux /proc)."""
+    for proc_dir in Path("/proc").iterdir():
+        if proc_dir.name.isdigit():
+            try:
+                if Path(os.readlink(proc_dir / "cwd")) == folder.resolve():
+                    os.kill(int(proc_dir.name), signal.SIGKILL)
+            except OSError:  # gone already, or not ours to read
+                pass
+
+
+@pytest.mark.parametrize("method", ["dense", "edge-popup"])
+def test_deterministic_runs_are_bit_identical(tmp_path: Path, method: str) -> None:
+    common = ["train.epochs=3", "train.deterministic=true", f"supermask.method={method}"]
+    for name in ("a", "b"):
+        train(load_run_config(None, [f"train.out_dir={tmp_path}", f"train.run_name={name}", *common]), **QUIET)
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    state_a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)["model"]
+    state_b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["model"]
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_deterministic_fixes_and_records_threads_and_restores_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+    real = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    before = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=1"), log=_stop_after_first_epoch)
+    assert set(seen) == {(True, 1)}
+    assert torch.get_num_threads() == before and not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(TrainingError, match="ran deterministically with 1 threads.*set train.threads=1"):
+        train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=2"), **QUIET)
+    assert train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=1"), **QUIET)["deterministic"]
+
+
+@pytest.mark.slow
 def test_default_run_reaches_90_percent_and_cli_round_trip(tmp_path: Path) -> None:
     done = run_cli("train", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -48,26 +84,7 @@ def test_default_run_reaches_90_percent_and_cli_round_trip(tmp_path: Path) -> No
     assert (run_dir / "config.yaml").is_file() and len((run_dir / "metrics.jsonl").read_text().splitlines()) == 20
 
 
-def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["train", "optim.lrr=1"]) == 2
-    assert "unknown key 'optim.lrr'; did you mean 'optim.lr'? valid:" in capsys.readouterr().err
-    assert cli.main(["train", "supermask.method=popup"]) == 2
-    assert "choose one of: edge-popup" in capsys.readouterr().err
-    assert cli.main(["train", "data.name=svhn"]) == 2
-    assert "choose one of: digits" in capsys.readouterr().err
-    assert cli.main(["train", "train.epochs=two"]) == 2
-    assert "must be an integer" in capsys.readouterr().err
-    assert cli.main(["eval", str(tmp_path)]) == 2
-    assert "neither a run directory" in capsys.readouterr().err
-
-
-def _metrics(run_dir: Path) -> list[dict[str, float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    for r in rows:
-        r.pop("seconds")
-    return rows
-
-
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     args = ["train", "train.epochs=40", "supermask.method=bernoulli", "optim.lr=20", "train.out_dir=runs"]
     proc = subprocess.Popen(
@@ -93,46 +110,7 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     assert _metrics(tmp_path / "runs" / "killed") == _metrics(tmp_path / "runs" / "straight")
 
 
-def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
-    cfg = load_run_config(None, [f"train.out_dir={tmp_path}", "train.epochs=1", "train.run_name=r"])
-    train(cfg, log=lambda *_: None)
-    cfg2 = load_run_config(None, [f"train.out_dir={tmp_path}", "train.epochs=2", "train.run_name=r"])
-    with pytest.raises(TrainingError, match="different config"):
-        train(cfg2, log=lambda *_: None)
-
-
-def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import supermask.engine.epoch as engine  # the one epoch loop
-
-    real = engine.F.cross_entropy
-    calls = {"n": 0}
-
-    def poisoned(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        out = real(*args, **kwargs)
-        return out * float("nan") if calls["n"] > 2 * 23 + 5 else out  # NaN in epoch 3
-
-    monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
-    cfg = load_run_config(None, [f"train.out_dir={tmp_path}", "train.epochs=5", "train.run_name=r"])
-    with pytest.raises(TrainingError, match=r"became nan in epoch 3.*after epoch 2"):
-        train(cfg, log=lambda *_: None)
-    state = torch.load(tmp_path / "r" / "train_state.pt", weights_only=True)
-    assert state["epoch"] == 2
-    # the unfinished run can still be evaluated from its last good checkpoint
-    assert cli.main(["eval", str(tmp_path / "r"), "--json"]) == 0
-
-
-def _kill_processes_in(folder: Path) -> None:
-    """SIGKILL every process of this user whose working directory is ``folder`` (Linux /proc)."""
-    for proc_dir in Path("/proc").iterdir():
-        if proc_dir.name.isdigit():
-            try:
-                if Path(os.readlink(proc_dir / "cwd")) == folder.resolve():
-                    os.kill(int(proc_dir.name), signal.SIGKILL)
-            except OSError:  # gone already, or not ours to read
-                pass
-
-
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     common = ["train.epochs=5", "train.out_dir=runs", "train.progress=none"]
     one = run_cli("train", *common, "data.batch_size=64", "train.run_name=one", cwd=tmp_path)
@@ -162,55 +140,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     assert abs(r1["accuracy"] - r2["accuracy"]) <= 0.02, (r1["accuracy"], r2["accuracy"])
 
 
-def test_sweep_resumes_and_report_writes_png(tmp_path: Path) -> None:
-    args = ["sweep", "train.epochs=3", "supermask.k=0.3,0.7", "train.seed=0,1", "--out", "grid"]
-    first = run_cli(*args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    runs = sorted(p for p in (tmp_path / "grid").iterdir() if p.is_dir())
-    assert len(runs) == 4
-    (runs[0] / "result.json").unlink()  # as if interrupted after its last checkpoint
-    second = run_cli(*args, cwd=tmp_path)
-    assert second.stdout.count("finished, skipped") == 3
-    assert "resuming" in second.stdout
-    assert (runs[0] / "result.json").is_file()
-    changed = run_cli("sweep", "train.epochs=4", "supermask.k=0.3,0.7", "train.seed=0,1", "--out", "grid", cwd=tmp_path)
-    assert changed.returncode == 2 and "holds a finished run of a different" in changed.stderr
-    rep = run_cli("report", "grid", cwd=tmp_path)
-    assert rep.returncode == 0, rep.stderr
-    png = (tmp_path / "grid" / "results.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    table = (tmp_path / "grid" / "results.md").read_text()
-    assert (
-        table.count("| digits | mlp |") == 2 and table.count(" | 2 | ") == 2 and table.count(" ± ") == 3
-    )  # two rows and the note
-    assert (tmp_path / "grid" / "results.csv").read_text().startswith("dataset,model,width,method")
-    assert len((tmp_path / "grid" / "runs.csv").read_text().splitlines()) == 1 + 4
-    assert not (tmp_path / "grid" / "curves.png").exists()  # 3 epochs: too short for learning curves
-
-
-def test_report_plots_learning_curves(tmp_path: Path) -> None:
-    from supermask.report import write_report
-
-    for name, epochs in (("long", 6), ("short", 2)):
-        d = tmp_path / name
-        d.mkdir()
-        r = dict(dataset="d", model="m", width=1.0, method="edge-popup", weight_init="signed_constant", k=0.5,
-                 seed=0, epochs=epochs, kept_fraction=0.5, accuracy=0.5, device="cpu")  # fmt: skip
-        (d / "result.json").write_text(json.dumps(r))
-        rows = [{"epoch": e, "test_accuracy": 0.1 * e, "train_accuracy": 0.1 * e} for e in range(1, epochs + 1)]
-        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
-    paths = write_report(tmp_path)
-    assert tmp_path / "curves.png" in paths
-    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from supermask.report import learning_curves
-
-    assert list(learning_curves(tmp_path)) == ["long"]  # "short" has fewer than 5 epochs
-    with open(tmp_path / "long" / "metrics.jsonl", "a") as f:
-        f.write('{"epoch": 7, "test_acc\n')  # a line cut short
-    with pytest.raises(SupermaskError, match=r"metrics.jsonl line 7 cannot be read"):
-        write_report(tmp_path)
-
-
+@pytest.mark.slow
 def test_compile_matches_eager(tmp_path: Path) -> None:
     """torch.compile must not freeze a stale mask into the graph (the selection stays eager)."""
     common = [f"train.out_dir={tmp_path}", "train.epochs=2"]
@@ -221,144 +151,11 @@ def test_compile_matches_eager(tmp_path: Path) -> None:
     assert abs(eager["accuracy"] - compiled["accuracy"]) <= 0.01
 
 
-def test_nan_in_first_epoch_says_no_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import supermask.engine.epoch as engine  # the one epoch loop
-
-    real = engine.F.cross_entropy
-    monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
-    cfg = load_run_config(None, [f"train.out_dir={tmp_path}", "train.epochs=2", "train.run_name=r"])
-    with pytest.raises(TrainingError, match="No epoch had completed"):
-        train(cfg, log=lambda *_: None)
-    assert not (tmp_path / "r" / "train_state.pt").exists()
-
-
-def test_report_plot_with_widths_bernoulli_and_dense(tmp_path: Path) -> None:
-    from supermask.report import plot
-
-    def row(width: float, method: str, init: str, k: float | None, acc: float) -> dict:
-        kept = 100 * (k or 1.0)
-        return dict(dataset="d", model="conv4", width=width, method=method, weight_init=init, k=k, epochs=2,
-                    kept_percent=kept, seeds=1, accuracy_mean=acc, accuracy_std=None, settings="")  # fmt: skip
-
-    summary = [row(w, "edge-popup", "signed_constant", 0.5, 40 + w) for w in (0.5, 1.0, 2.0)]
-    summary += [row(w, "dense", "learned", None, 45 + w) for w in (0.5, 1.0)]
-    summary += [row(1.0, "bernoulli", "signed_constant", None, 30), row(1.0, "edge-popup", "kaiming_normal", 0.5, 39)]
-    out = plot(summary, tmp_path / "r.png", ["cpu"])
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_report_gives_no_std_for_one_seed(tmp_path: Path) -> None:
-    from supermask.report import write_report
-
-    def result(name: str, method: str, seed: int, acc: float) -> None:
-        d = tmp_path / name
-        d.mkdir()
-        r = dict(dataset="d", model="m", width=1.0, method=method, weight_init="signed_constant", k=0.5, seed=seed,
-                 epochs=1, kept_fraction=0.5, accuracy=acc, device="cpu")  # fmt: skip
-        (d / "result.json").write_text(json.dumps(r))
-
-    result("a0", "edge-popup", 0, 0.50)
-    result("a1", "edge-popup", 1, 0.52)
-    result("b0", "dense", 0, 0.60)
-    write_report(tmp_path)
-    rows = [r for r in (tmp_path / "results.md").read_text().splitlines()[2:] if r.startswith("|")]
-    assert [r.split("|")[-2].strip() for r in rows] == ["60.00", "51.00 ± 1.41"]
-    csv_rows = (tmp_path / "results.csv").read_text().splitlines()
-    assert csv_rows[1].endswith(",60.0,")  # the std column is empty, not 0
-
-
-def test_report_names_unfinished_runs_it_leaves_out(tmp_path: Path) -> None:
-    """A report made while a sweep runs must not pass for the whole grid: runs that started (config.yaml
-    with metrics or a training state) but have no result.json are named in results.md and on stderr."""
-    from supermask.report import unfinished_runs, write_report
-
-    def run_dir(name: str, *files: str) -> Path:
-        d = tmp_path / "runs" / name
-        d.mkdir(parents=True)
-        for f in files:
-            (d / f).write_text("{}")
-        return d
-
-    done = run_dir("done", "config.yaml", "metrics.jsonl")
-    r = dict(dataset="d", model="m", width=1.0, method="edge-popup", weight_init="signed_constant", k=0.5,
-             seed=0, epochs=1, kept_fraction=0.5, accuracy=0.5, device="cpu")  # fmt: skip
-    (done / "result.json").write_text(json.dumps(r))
-    (done / "supermask").mkdir()  # its exported checkpoint: not a run
-    (done / "supermask" / "config.yaml").write_text("{}")
-    write_report(tmp_path / "runs")
-    assert "unfinished" not in (tmp_path / "runs" / "results.md").read_text()
-    running = run_dir("running", "config.yaml", "metrics.jsonl")
-    stopped = run_dir("stopped", "config.yaml", "train_state.pt")
-    run_dir("never-started", "config.yaml")  # nothing trained: no run to speak of
-    assert sorted(unfinished_runs(tmp_path / "runs")) == [running, stopped]
-    write_report(tmp_path / "runs")
-    note = (tmp_path / "runs" / "results.md").read_text().splitlines()[-1]
-    assert note == "Not in the table: 2 unfinished run(s) (no result.json yet): running, stopped."
-    rep = run_cli("report", "runs", cwd=tmp_path)
-    assert rep.returncode == 0 and "note: 2 unfinished run(s) left out of the table" in rep.stderr
-
-
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        ("{", "cannot be read as a run's result"),
-        ("[]", "is not a run's result"),
-        ('{"accuracy": 1.7, "kept_fraction": 0.5}', "accuracy=1.7 is not a fraction"),
-        ('{"accuracy": NaN, "kept_fraction": 0.5}', "accuracy=nan is not a fraction"),
-        ('{"accuracy": "0.5", "kept_fraction": 0.5}', "accuracy='0.5' is not a fraction"),
-        ('{"kept_fraction": 0.5}', "accuracy=None is not a fraction"),
-        ('{"accuracy": 0.5, "kept_fraction": true}', "kept_fraction=True is not a fraction"),
-    ],
-)
-def test_report_stops_at_a_damaged_result_instead_of_leaving_it_out(tmp_path: Path, edit: str, message: str) -> None:
-    """A result.json that cannot be read, or holds an impossible figure, is named in a one-line error:
-    never silently left out of its row's n and mean, never averaged in."""
-    from supermask.report import write_report
-
-    for seed in (0, 1):
-        d = tmp_path / f"r{seed}"
-        d.mkdir()
-        r = dict(dataset="d", model="m", width=1.0, method="edge-popup", weight_init="signed_constant", k=0.5,
-                 seed=seed, epochs=1, kept_fraction=0.5, accuracy=0.5, device="cpu")  # fmt: skip
-        (d / "result.json").write_text(json.dumps(r))
-    write_report(tmp_path)
-    (tmp_path / "r1" / "result.json").write_text(edit)
-    with pytest.raises(SupermaskError, match=re.escape(message)) as caught:
-        write_report(tmp_path)
-    assert str(tmp_path / "r1" / "result.json") in str(caught.value) and "\n" not in str(caught.value)
-
-
-def test_report_never_pools_different_experiments(tmp_path: Path) -> None:
-    """Runs that differ in any setting (here scale_fan, lr, or a seed run twice) are separate rows with
-    n = distinct seeds; runs.csv and the table show the setting that tells them apart; one series per row."""
-    from supermask.report import _series, collect, summarise, write_report
-
-    common = [f"train.out_dir={tmp_path}", "train.epochs=1", "train.max_steps=2"]
-    for seed in (0, 1):
-        for extra in ([], ["supermask.scale_fan=true"], ["optim.lr=0.05"]):
-            name = f"s{seed}-{'-'.join(extra) or 'plain'}"
-            train(load_run_config(None, [*common, *extra, f"train.seed={seed}", f"train.run_name={name}"]), log=print)
-    # the same experiment and seed run again elsewhere (e.g. another machine): one seed, not two
-    train(load_run_config(None, [*common, "train.seed=0", "train.run_name=again", "train.threads=1"]), log=print)
-    summary = summarise(collect(tmp_path))
-    assert len(summary) == 3 and all(s["seeds"] == 2 for s in summary)
-    assert sorted(s["runs"] for s in summary) == [2, 2, 3]
-    assert len({s["settings"] for s in summary}) == 3 and all(s["settings"] for s in summary)
-    assert len(_series(summary)) == 3
-    write_report(tmp_path)
-    header = (tmp_path / "runs.csv").read_text().splitlines()[0].split(",")
-    assert "supermask.scale_fan" in header and "optim.lr" in header
-    assert (
-        "sample standard deviation (n - 1 in the denominator) over those n seeds"
-        in (tmp_path / "results.md").read_text()
-    )
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["edge-popup", "bernoulli"])
 def test_compiled_model_is_one_graph_and_steps_like_eager(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torch.compile the traced selection (the accelerator path, forced here on the CPU) leaves no
     graph break per layer and is recomputed on every step."""
-    import copy
 
     import torch.nn.functional as F
 
@@ -398,17 +195,3 @@ def test_compiled_model_is_one_graph_and_steps_like_eager(method: str, monkeypat
         assert torch.equal(a.mask(), b.mask())
         changed |= not torch.equal(a.mask(), a._mask_at_start)
     assert changed
-
-
-def test_channels_last_acts_on_image_batches_only(tmp_path: Path) -> None:
-    from supermask.train import channels_last_input
-
-    images = torch.randn(2, 3, 4, 4)
-    assert channels_last_input(images).is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(channels_last_input(images), images)
-    tokens = torch.arange(6).view(2, 3)  # features or token ids: not an error, unchanged
-    assert channels_last_input(tokens) is tokens
-    cfg = load_run_config(
-        None, ["train.channels_last=true", "train.epochs=1", "train.max_steps=3", f"train.out_dir={tmp_path}"]
-    )
-    assert 0.0 <= train(cfg)["accuracy"] <= 1.0

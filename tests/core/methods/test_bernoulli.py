@@ -1,0 +1,69 @@
+"""Tests of supermask.core.methods.bernoulli."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import supermask
+import supermask as sm
+from tests.helpers.masks import _grads
+
+
+def test_straight_through_gradient_bernoulli() -> None:
+    g_scores, g_eff, weight, scores = _grads("bernoulli")
+    p = torch.sigmoid(scores)
+    assert torch.allclose(g_scores, g_eff * weight * p * (1 - p), atol=1e-6)
+
+
+def test_bernoulli_eval_masks() -> None:
+    m = nn.Sequential(nn.Linear(200, 100))
+    cfg = supermask.SupermaskConfig(method="bernoulli", score_init="constant", score_init_value=1.0, seed=3)
+    supermask.to_supermask(m, cfg)
+    m.eval()
+    first = m[0].mask().clone()
+    assert abs(first.float().mean().item() - torch.sigmoid(torch.tensor(1.0)).item()) < 0.01  # one fair draw
+    m2 = nn.Sequential(nn.Linear(200, 100))
+    supermask.to_supermask(m2, cfg)
+    m2.eval()
+    assert torch.equal(m2[0].mask(), first)  # fixed by seed and layer name, not by torch's RNG
+    m.train()
+    torch.manual_seed(0)
+    assert not torch.equal(m[0].mask(), first)  # training draws anew
+    t = nn.Sequential(nn.Linear(200, 100))
+    supermask.to_supermask(
+        t, supermask.SupermaskConfig(method="bernoulli", score_init="uniform", bernoulli_eval="threshold")
+    )
+    t.eval()
+    assert torch.equal(t[0].mask(), t[0].scores.detach() > 0)
+
+
+def test_dynamic_rescaling_keeps_the_weight_mass_and_its_gradient_reaches_the_scores() -> None:
+    """Zhou et al.'s dynamic weight rescaling: w_eff = w * m * numel / sum(m), the kept count's gradient
+    through sum(sigmoid(s)) (the straight-through surrogate of the sampled mask)."""
+    torch.manual_seed(0)
+    base = sm.SupermaskConfig(method="bernoulli", score_init="uniform", score_init_value=2.0)
+    dynamic = sm.SupermaskConfig(**{**base.__dict__, "options": {"rescale": "dynamic"}})
+    layers = [sm.to_supermask(nn.Sequential(nn.Linear(50, 40, bias=False)), c)[0] for c in (base, dynamic)]
+    for layer in layers:
+        layer.eval()
+    plain, scaled = (layer.effective_weight() for layer in layers)
+    mask = layers[1].mask().bool()
+    assert torch.equal(layers[0].mask(), layers[1].mask())  # same scores, same eval draw
+    assert torch.allclose(scaled, plain * (mask.numel() / mask.sum()))
+    assert torch.allclose(scaled.abs().sum(), layers[1].base_layer.weight.abs().sum())  # signed constant: mass kept
+    # the gradient: autograd through the formula, with the sampled mask fixed
+    layer = layers[1].train()
+    s = layer.scores.detach().clone().requires_grad_(True)
+    w = layer.base_layer.weight.detach()
+    m = mask.float()
+    p = torch.sigmoid(s)
+    g = torch.randn_like(w)
+    reference = (w * (m + p - p.detach()) * (m.numel() / (m.sum() + (p - p.detach()).sum()))).mul(g).sum()
+    (expected,) = torch.autograd.grad(reference, s)
+    got = layer.method.effective_weight(layer, w, layer.scores, mask)
+    (actual,) = torch.autograd.grad(got.mul(g).sum(), layer.scores)
+    assert torch.allclose(actual, expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(sm.SupermaskConfigError, match="rescale"):
+        sm.SupermaskConfig(method="bernoulli", options={"rescale": "static"})

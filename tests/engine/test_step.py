@@ -1,0 +1,74 @@
+"""Runs stopped by train.time_limit or a signal resume exactly where they stopped (issue 23, item 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from supermask import cli
+from supermask.errors import EXIT_RESUMABLE
+
+
+def _items(out: Path, method: str, name: str) -> list[str]:
+    extra = ["supermask.k=0.5"] if method != "bernoulli" else []  # bernoulli: a fresh random mask each step
+    return [f"supermask.method={method}", *extra, "train.epochs=3", "train.threads=1", "train.deterministic=true",
+            f"train.out_dir={out}", f"train.run_name={name}"]  # fmt: skip
+
+
+def _final(run: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    result = json.loads((run / "result.json").read_text())
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    return result, state["model"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["edge-popup", "bernoulli"])
+def test_a_run_stopped_mid_epoch_again_and_again_ends_bit_identical(method: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli.main(["train", *_items(tmp_path, method, "straight")]) == 0
+    stops = 0
+    while True:  # a short limit stops each process after a step or a few, anywhere in an epoch
+        code = cli.main(["train", *_items(tmp_path, method, "stopped"), "train.time_limit=0.05"])
+        if code == 0:
+            break
+        assert code == EXIT_RESUMABLE
+        stops += 1
+        assert stops < 200
+        state = torch.load(tmp_path / "stopped" / "train_state.pt", weights_only=True)
+        assert "partial" in state or state["epoch"] >= 1
+    err = capsys.readouterr().err
+    assert stops >= 3 and "run the same command again to resume it there" in err
+    straight, straight_model = _final(tmp_path / "straight")
+    stopped, stopped_model = _final(tmp_path / "stopped")
+    assert stopped["accuracy"] == straight["accuracy"]
+    assert straight_model.keys() == stopped_model.keys()
+    assert all(torch.equal(straight_model[k], stopped_model[k]) for k in straight_model)
+    rows = [json.loads(line) for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()]
+    first = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in first]  # each epoch's sums carried over
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1"])
+def test_a_signal_writes_the_state_and_exits_resumable(name: str, tmp_path: Path) -> None:
+    items = _items(tmp_path, "edge-popup", "signalled")
+    items[items.index("train.epochs=3")] = "train.epochs=200"
+    proc = subprocess.Popen([sys.executable, "-m", "supermask", "train", *items], stderr=subprocess.PIPE, text=True)
+    state = tmp_path / "signalled" / "train_state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:  # after its first epoch
+        time.sleep(0.1)
+    time.sleep(0.3)
+    os.kill(proc.pid, getattr(signal, name))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_RESUMABLE, err
+    assert "resume it there" in err and "Traceback" not in err
+    saved = torch.load(state, weights_only=True)
+    assert "partial" in saved and saved["partial"]["step"] >= 1

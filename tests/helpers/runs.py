@@ -1,0 +1,43 @@
+"""Shared test helpers: runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supermask.runconfig import load_run_config
+
+QUIET = {"log": lambda *_: None}
+
+
+def cfg_for(tmp_path: Path, *items: str) -> Any:
+    return load_run_config(None, [f"train.out_dir={tmp_path}", "train.run_name=r", "train.epochs=2", *items])
+
+
+def _native(monkeypatch: pytest.MonkeyPatch, has: bool) -> None:
+    monkeypatch.setattr("supermask.precision.cpu_has_native_bf16", lambda: has)
+
+
+def _stop_after_first_epoch(message: str) -> None:
+    if message.startswith("epoch 1/"):
+        raise KeyboardInterrupt
+
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supermask", *args], cwd=cwd, capture_output=True, text=True, env=ENV, timeout=300
+    )
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
