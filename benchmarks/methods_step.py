@@ -1,12 +1,15 @@
 """Every mask method's training step against the dense step (issue 13). Not a test: prints medians and ratios.
 
     python benchmarks/methods_step.py [--model conv4] [--reps 20] [--before SRC_DIR] [--rounds 6]
+                                      [--bf16] [--channels-last]
 
 All variants are timed in one process, alternating (dense, method 1, method 2, ..., dense, ...), each step
 including the method's hooks (before/after the optimiser step). ``--before SRC_DIR`` also compares
 edge-popup's step with the code in SRC_DIR (e.g. a git worktree of the commit before a change, its
 ``src``): the two versions cannot share a process, so each round runs one child process per version,
-alternating, and the medians of the rounds are compared.
+alternating, and the medians of the rounds are compared. ``--bf16`` and ``--channels-last`` time the steps
+as a run does under ``train.bf16=true`` / ``train.channels_last=true`` (bf16 autocast over the forward;
+the model and its inputs in channels-last memory).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from common import alternate, machine  # noqa: E402
 SHAPES = {"conv4": (3, 32), "conv2": (3, 32), "lenet": (1, 28)}
 
 
-def make_step(model_name: str, method: str | None, batch: int):  # type: ignore[no-untyped-def]
+def make_step(  # type: ignore[no-untyped-def]
+    model_name: str, method: str | None, batch: int, bf16: bool = False, channels_last: bool = False
+):
     import supermask
     from supermask.models import create
 
@@ -43,12 +48,17 @@ def make_step(model_name: str, method: str | None, batch: int):  # type: ignore[
         hooks = (layers[0].method, layers) if hasattr(layers[0].method, "after_step") else None
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(batch, c, s, s, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     model.train()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         if hooks is not None:
             hooks[0].before_step(hooks[1])
         opt.step()
@@ -72,6 +82,8 @@ def main() -> None:
     parser.add_argument("--before", default=None, help="src folder of the version to compare edge-popup with")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--methods", default=None, help="comma-separated subset (default: every registered one)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast over the forward pass")
+    parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -80,11 +92,13 @@ def main() -> None:
     from supermask.core.methods import method_names
 
     print(machine())
-    steps = {"dense": make_step(args.model, None, args.batch)}
+    how = {"bf16": args.bf16, "channels_last": args.channels_last}
+    steps = {"dense": make_step(args.model, None, args.batch, **how)}
     chosen = args.methods.split(",") if args.methods else [m for m in method_names() if m != "dense"]
-    steps.update({m: make_step(args.model, m, args.batch) for m in chosen})
+    steps.update({m: make_step(args.model, m, args.batch, **how) for m in chosen})
     medians = alternate(steps, args.reps)
-    print(f"{args.model} training step, batch {args.batch}, median of {args.reps} (alternating):")
+    mode = ("bf16" if args.bf16 else "fp32") + (", channels-last" if args.channels_last else "")
+    print(f"{args.model} training step, batch {args.batch}, {mode}, median of {args.reps} (alternating):")
     for name, t in medians.items():
         print(f"  {name:18s} {t * 1e3:8.1f} ms   {t / medians['dense']:.3f}x dense")
     if args.before:
