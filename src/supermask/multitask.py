@@ -23,11 +23,11 @@ from torch import nn
 from supermask.core.inspection import sparsity_report
 from supermask.core.layers import supermask_layers
 from supermask.core.tasks import infer_task, set_task
-from supermask.data import DATASETS, TensorLoader, describe, first_examples, load_arrays
+from supermask.data import DATASETS, TensorLoader, first_examples, load_arrays
 from supermask.engine.build import build_model, check_has_batches, export
 from supermask.engine.epoch import EpochRun, evaluate, evaluate_after, train_epoch
 from supermask.engine.optim import build_optimizer
-from supermask.engine.records import check_same_precision, describe_hardware, environment, ran_on
+from supermask.engine.records import check_same_precision, environment, run_record
 from supermask.engine.rundir import EXPORT, METRICS, RESULT, TASKS_STATE, append_line
 from supermask.engine.trackers import Trackers, flatten
 from supermask.errors import SupermaskConfigError, TrainingError
@@ -105,7 +105,7 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
         )
     finally:
         trackers.close()
-    return _result(cfg, model, loaders, per_task, method.name, device, autocast, history, run_dir)
+    return _result(cfg, model, loaders, per_task, device, autocast, history, run_dir)
 
 
 def _train_each_task(
@@ -179,7 +179,6 @@ def _result(
     model: Any,
     loaders: list[tuple[Any, Any]],
     per_task: int,
-    method_name: str,
     device: torch.device,
     autocast: bool,
     history: list[dict[str, Any]],
@@ -192,29 +191,16 @@ def _result(
         set_task(model, task)
         kept.append(sparsity_report(model)["converted"]["fraction"])
     set_task(model, 0)
-    result.update(
-        {
-            "run_dir": str(run_dir),
-            "dataset": describe(cfg.data.name),
-            "split": "test",
-            "tasks": cfg.data.split_tasks,
-            "classes_per_task": per_task,
-            "epochs": cfg.train.epochs,
-            "model": cfg.model.name,
-            "width": cfg.model.width,
-            "method": method_name,
-            "k": cfg.supermask.k,
-            "weight_init": cfg.supermask.weight_init,
-            "seed": cfg.train.seed,
-            "kept_fraction": sum(kept) / len(kept),  # the mean over tasks
-            "device": str(device),
-            "hardware": describe_hardware(device),
-            "ran_on": ran_on([{**row, "epoch": i + 1} for i, row in enumerate(history)]),
-            "precision": precision_name(autocast),
-            "torch": torch.__version__,
-            "config": cfg.to_dict(),
-        }
+    record = run_record(
+        cfg, run_dir, [{**row, "epoch": i + 1} for i, row in enumerate(history)], device, 1, autocast, False
     )
+    result = {
+        **record,
+        **result,
+        "tasks": cfg.data.split_tasks,
+        "classes_per_task": per_task,
+        "kept_fraction": sum(kept) / len(kept),  # the mean over tasks
+    }
     export(model, cfg, run_dir / EXPORT, precision_name(autocast))
     atomic_write(run_dir / RESULT, json.dumps(result, indent=1))
     return result

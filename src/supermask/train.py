@@ -20,7 +20,7 @@ from torch import nn
 
 from supermask.core.inspection import silent_outputs, sparsity_report
 from supermask.core.layers import supermask_layers
-from supermask.data import DATASETS, describe
+from supermask.data import DATASETS
 from supermask.engine.build import (  # noqa: F401  (cli and scripts reach them through this module)
     build_data,
     build_model,
@@ -41,7 +41,7 @@ from supermask.engine.epoch import (
     train_epoch,
 )
 from supermask.engine.optim import SGDW, build_optimizer, learning_rate  # noqa: E402, F401
-from supermask.engine.records import check_same_precision, describe_hardware, environment, ran_on
+from supermask.engine.records import check_same_precision, environment, run_record
 from supermask.engine.rundir import (
     CONFIG,
     EXPORT,
@@ -123,12 +123,7 @@ def _train_split(cfg: RunConfig, log: Any, run_dir: Path, world: int) -> dict[st
 
 
 def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, rank: int) -> dict[str, Any]:
-    device = configured_device(cfg.train.device)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    device = _start_processes(configured_device(cfg.train.device), world)
     master = rank == 0
     run_dir = cfg.run_dir()
     stop = StopRequest(cfg.train.time_limit, world)
@@ -153,24 +148,10 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         problem = method.schedule_problem(cfg.train.epochs, total_steps)
         if problem:
             raise SupermaskConfigError(problem)
-        if master and cfg.method_defaults:
-            settings = ", ".join(f"{k}={v}" for k, v in cfg.method_defaults.items())
-            log(f"method {method.name}: the paper's optimiser settings, as none were given: {settings}")
-        if master and cfg.data.root and not DATASETS[cfg.data.name].reads_root:
-            log(root_ignored(cfg.data.name, cfg.data.root))
         masked = masked_fraction(model)
         if master:
-            for line in run_header(cfg, model, train_loader, test_loader, steps_per_epoch, masked, device, autocast):
-                log(line)
-            same = method.same_as_another()
-            if same:
-                log(f"warning: {same}")
-        if master and cfg.ignored_settings:
-            settings = ", ".join(f"{k}={v}" for k, v in cfg.ignored_settings.items())
-            log(
-                f"note: method {method.name} over {method.config.weight_init} weights does not use {settings}: ignored "
-                "(it changes neither network nor training)"
-            )
+            header = run_header(cfg, model, train_loader, test_loader, steps_per_epoch, masked, device, autocast)
+            _announce(cfg, method, header, log)
 
         # --- resume (prepare_run_dir checked the directory's run against this config) -------
         start_epoch, history = 0, []
@@ -185,13 +166,7 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
                 at = f", step {partial['step']} of epoch {start_epoch + 1}" if partial else ""
                 log(f"resuming {run_dir} from epoch {start_epoch}{at}")
         if master:
-            for row in silent_outputs(model):
-                log(
-                    f"warning: {row['name']} keeps {row['kept']} of its {row['total']} weights: {row['silent']} of its "
-                    f"{row['outputs']} outputs have no kept weight and carry no signal (a global selection at a small k "
-                    "can starve a layer; see supermask.sparsity_report)"
-                )
-        if master:
+            _warn_silent_outputs(model, log)
             make_dirs(run_dir)
             atomic_write(run_dir / CONFIG, to_yaml(cfg), fsync=False)
             # The metrics file holds exactly the checkpointed epochs (a kill may have left one more).
@@ -253,24 +228,16 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             # bernoulli sampling: the same draws on resume
             sums = train_epoch(epoch_run, train_loader, epoch, cfg.train.seed * 1000 + epoch, stop, partial, stopped)
             partial = None  # (a stop after an epoch's last step resumes straight into its end)
-            train_loss, lr = sums["train_loss"], sums["lr"]
             method.on_epoch_end(layers, epoch + 1, cfg.train.epochs)
             test, diverged = evaluate_after(
-                model, train_loss, functools.partial(evaluate, model, test_loader, device, autocast)
+                model, sums["train_loss"], functools.partial(evaluate, model, test_loader, device, autocast)
             )
             if diverged:
-                kept = (
-                    f"The last good checkpoint (after epoch {history[-1]['epoch']}) is kept in {run_dir}"
-                    if history
-                    else "No epoch had completed, so there is no checkpoint to keep"
-                )
-                raise TrainingError(
-                    f"{diverged} in epoch {epoch + 1}; stopped. {kept}. Lower optim.lr or add warm-up (optim.warmup_epochs)"
-                )
+                _stop_diverged(diverged, epoch, history, run_dir)
             row = {
                 "epoch": epoch + 1,
-                "lr": lr,
-                "train_loss": train_loss,
+                "lr": sums["lr"],
+                "train_loss": sums["train_loss"],
                 "train_accuracy": sums["train_accuracy"],
                 "test_loss": test["loss"],
                 "test_accuracy": test["accuracy"],
@@ -279,50 +246,15 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
             }
             history.append(row)
             if master:
-                append_line(run_dir / METRICS, row)
-                if trackers is not None:
-                    numbers = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}
-                    trackers.epoch(
-                        epoch + 1, {**numbers, "kept_fraction": sparsity_report(model)["converted"]["fraction"]}
-                    )
-                with atomic_writer(run_dir / TRAIN_STATE) as f:
-                    torch.save(snapshot(epoch + 1), f)
-                log(
-                    f"epoch {epoch + 1}/{cfg.train.epochs}  loss {train_loss:.4f}  "
-                    f"train acc {row['train_accuracy']:.4f}  test acc {test['accuracy']:.4f}  ({row['seconds']:.1f}s)"
-                )
+                _record_epoch(cfg, run_dir, row, model, trackers, snapshot(epoch + 1), log)
 
         # --- the result ----------------------------------------------------------------------
-        final = history[-1] if history else {}
-        report = sparsity_report(model)
-        sm = cfg.supermask
         result = {
-            "run_dir": str(run_dir),
-            "dataset": describe(cfg.data.name),
-            "split": "test",
-            "accuracy": final.get("test_accuracy"),
-            "epochs": cfg.train.epochs,
-            "model": cfg.model.name,
-            "width": cfg.model.width,
-            "method": sm.method,
-            "k": sm.k,
-            "weight_init": sm.weight_init,
-            "scale_fan": sm.scale_fan,
-            "seed": cfg.train.seed,
-            "kept_fraction": report["converted"]["fraction"],
+            **run_record(cfg, run_dir, history, device, world, autocast, channels_last),
+            "accuracy": history[-1]["test_accuracy"] if history else None,
+            "kept_fraction": sparsity_report(model)["converted"]["fraction"],
             "masked_fraction": masked,  # of ALL the model's weights: the rest stay dense (frozen or learned)
             "steps_per_epoch": steps_per_epoch,
-            "world_size": world,
-            "device": str(device),
-            "hardware": describe_hardware(device, world),
-            "ran_on": ran_on(history),
-            "precision": precision_name(autocast),
-            "channels_last": channels_last,
-            "deterministic": cfg.train.deterministic,
-            "method_defaults": cfg.method_defaults,
-            "ignored_settings": cfg.ignored_settings,
-            "torch": torch.__version__,
-            "config": cfg.to_dict(),
         }
         if master:
             export(model, cfg, run_dir / EXPORT, precision_name(autocast), channels_last)
@@ -334,3 +266,76 @@ def _train(cfg: RunConfig, log: Any, state: dict[str, Any] | None, world: int, r
         stop.restore()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _start_processes(device: torch.device, world: int) -> torch.device:
+    """Under torchrun (``world`` > 1): this process's GPU and the process group (nccl on GPUs, gloo on CPUs)."""
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def _announce(cfg: RunConfig, method: Any, header: list[str], log: Any) -> None:
+    """What the run is about to do, before its first step: the settings it chose, the header, and the
+    settings it ignores."""
+    if cfg.method_defaults:
+        settings = ", ".join(f"{k}={v}" for k, v in cfg.method_defaults.items())
+        log(f"method {method.name}: the paper's optimiser settings, as none were given: {settings}")
+    if cfg.data.root and not DATASETS[cfg.data.name].reads_root:
+        log(root_ignored(cfg.data.name, cfg.data.root))
+    for line in header:
+        log(line)
+    same = method.same_as_another()
+    if same:
+        log(f"warning: {same}")
+    if cfg.ignored_settings:
+        settings = ", ".join(f"{k}={v}" for k, v in cfg.ignored_settings.items())
+        log(
+            f"note: method {method.name} over {method.config.weight_init} weights does not use {settings}: ignored "
+            "(it changes neither network nor training)"
+        )
+
+
+def _warn_silent_outputs(model: nn.Module, log: Any) -> None:
+    for row in silent_outputs(model):
+        log(
+            f"warning: {row['name']} keeps {row['kept']} of its {row['total']} weights: {row['silent']} of its "
+            f"{row['outputs']} outputs have no kept weight and carry no signal (a global selection at a small k "
+            "can starve a layer; see supermask.sparsity_report)"
+        )
+
+
+def _record_epoch(
+    cfg: RunConfig,
+    run_dir: Path,
+    row: dict[str, Any],
+    model: nn.Module,
+    trackers: Trackers | None,
+    state: dict[str, Any],
+    log: Any,
+) -> None:
+    """An epoch done: its metrics line, the trackers, the checkpoint after it, and its log line."""
+    append_line(run_dir / METRICS, row)
+    if trackers is not None:
+        numbers = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}
+        trackers.epoch(row["epoch"], {**numbers, "kept_fraction": sparsity_report(model)["converted"]["fraction"]})
+    with atomic_writer(run_dir / TRAIN_STATE) as f:
+        torch.save(state, f)
+    log(
+        f"epoch {row['epoch']}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  "
+        f"train acc {row['train_accuracy']:.4f}  test acc {row['test_accuracy']:.4f}  ({row['seconds']:.1f}s)"
+    )
+
+
+def _stop_diverged(diverged: str, epoch: int, history: list[dict[str, Any]], run_dir: Path) -> None:
+    kept = (
+        f"The last good checkpoint (after epoch {history[-1]['epoch']}) is kept in {run_dir}"
+        if history
+        else "No epoch had completed, so there is no checkpoint to keep"
+    )
+    raise TrainingError(
+        f"{diverged} in epoch {epoch + 1}; stopped. {kept}. Lower optim.lr or add warm-up (optim.warmup_epochs)"
+    )

@@ -1,5 +1,6 @@
-"""What a run records about where it ran: the environment of each epoch, the stretches of epochs per
-environment, the hardware's name, and the rule that a run resumes in the precision it ran in."""
+"""What a run records: the record of ``result.json`` that single and split-task runs share, the
+environment of each epoch, the stretches of epochs per environment, the hardware's name, and the rule
+that a run resumes in the precision it ran in."""
 
 from __future__ import annotations
 
@@ -9,9 +10,49 @@ from typing import Any
 
 import torch
 
+from supermask.data import describe
 from supermask.errors import TrainingError
 from supermask.precision import precision_name
 from supermask.runconfig import RunConfig
+
+
+def run_record(
+    cfg: RunConfig,
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    device: torch.device,
+    world: int,
+    autocast: bool,
+    channels_last: bool,
+) -> dict[str, Any]:
+    """The part of ``result.json`` that every run writes, single or split-task: what ran (data, model,
+    mask settings, seed, the full config), on what (device, hardware, the stretches of epochs per
+    environment) and in what precision. The caller adds its results (accuracy, kept fraction, ...)."""
+    sm = cfg.supermask
+    return {
+        "run_dir": str(run_dir),
+        "dataset": describe(cfg.data.name),
+        "split": "test",
+        "epochs": cfg.train.epochs,
+        "model": cfg.model.name,
+        "width": cfg.model.width,
+        "method": sm.method,
+        "k": sm.k,
+        "weight_init": sm.weight_init,
+        "scale_fan": sm.scale_fan,
+        "seed": cfg.train.seed,
+        "world_size": world,
+        "device": str(device),
+        "hardware": describe_hardware(device, world),
+        "ran_on": ran_on(history),
+        "precision": precision_name(autocast),
+        "channels_last": channels_last,
+        "deterministic": cfg.train.deterministic,
+        "method_defaults": cfg.method_defaults,
+        "ignored_settings": cfg.ignored_settings,
+        "torch": torch.__version__,
+        "config": cfg.to_dict(),
+    }
 
 
 def environment(device: torch.device, world: int, autocast: bool, channels_last: bool) -> dict[str, Any]:
