@@ -2,7 +2,7 @@
 # Issue 23: each mask method at its own paper's recipe (configs/papers/<method>/<setting>.yaml), 3 seeds,
 # into results/papers/<target>/runs; resumable (rerun to continue; finished runs are skipped).
 # Usage: experiments/papers.sh TARGET...   Targets: signed-supermask-mnist, signed-supermask-mnist-tf-pipeline,
-#   bernoulli-mnist
+#   bernoulli-mnist, bernoulli-mnist-authors-pipeline
 # Env: MNIST_DIR (../shared/data/mnist), THREADS (1), JOBS (1), SEEDS (0,1,2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,15 @@ for target in "$@"; do
         train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
       $SM report "$out/runs" --out "$out"
       ;;
-    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, bernoulli-mnist)" >&2; exit 2 ;;
+    bernoulli-mnist-authors-pipeline)  # the same recipe with the authors' input pipeline (their
+      # download_mnist.py and train_supermask.py, read for understanding only): 55,000 training images (5,000
+      # held out), pixels divided by 255 and not standardised
+      out=results/papers/bernoulli_mnist_authors_pipeline
+      $SM sweep configs/papers/bernoulli/mnist_fc.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
+        data.standardize=unit data.train_examples=55000 \
+        train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
+      $SM report "$out/runs" --out "$out"
+      ;;
+    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, bernoulli-mnist, bernoulli-mnist-authors-pipeline)" >&2; exit 2 ;;
   esac
 done

@@ -144,7 +144,10 @@ def test_the_data_options_of_a_paper_pipeline_are_checked_and_part_of_the_experi
     assert experiment_key(saved) == experiment_key(load_run_config(None, []).to_dict())
     assert experiment_key(cfg.to_dict()) != experiment_key(load_run_config(None, []).to_dict())
     for item, message in [
-        ("data.standardize=whitened", "data.standardize='whitened' is not valid; choose one of: dataset, per_image"),
+        (
+            "data.standardize=whitened",
+            "data.standardize='whitened' is not valid; choose one of: dataset, per_image, unit",
+        ),
         ("data.train_examples=0", "data.train_examples"),
         ("data.shuffle=no", "data.shuffle"),
     ]:

@@ -49,8 +49,8 @@ class DataSection:
     split_tasks: int = 1  # > 1: the classes cut into this many tasks, one mask each (SupSup); see supermask.multitask
     classes: list[int] | None = None  # train and test on these classes only, renumbered 0..n-1 in this order
     train_examples: int | None = None  # train on the first so many examples only (None: all of them)
-    # pixels standardised by the data set's mean and std (dataset) or each image by its own (per_image,
-    # TensorFlow's per_image_standardization); data sets held as tensors
+    # pixels standardised by the data set's mean and std (dataset), each image by its own (per_image,
+    # TensorFlow's per_image_standardization), or scaled to [0, 1] (unit); data sets held as tensors
     standardize: str = "dataset"
     shuffle: bool = True  # a new order of the training examples each epoch (false: the files' order, every epoch)
 

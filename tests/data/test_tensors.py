@@ -42,6 +42,9 @@ def test_per_image_standardization_is_tensorflows() -> None:
     assert torch.equal(batch[4], torch.zeros_like(batch[4]))
     ((dataset_mean, _),) = data.TensorLoader(x, torch.arange(5), info, 8, train=False)
     assert not torch.allclose(dataset_mean, batch)  # the default: the data set's own mean and std
+    ((unit, _),) = data.TensorLoader(x, torch.arange(5), info, 8, train=False, standardize="unit")
+    assert torch.equal(unit, x.float() / 255)  # pixels in [0, 1], nothing subtracted
+    assert float(unit.min()) >= 0 and float(unit.max()) <= 1
     with pytest.raises(ValueError, match="standardize='whitened'"):
         data.TensorLoader(x, torch.arange(5), info, 8, train=False, standardize="whitened")
 

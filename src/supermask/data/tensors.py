@@ -14,9 +14,10 @@ from supermask.data.registry import DATASETS, DatasetInfo
 from supermask.errors import DataError
 
 #: how pixels are standardised: ``dataset`` (the data set's per-channel mean and std, the PyTorch
-#: convention) or ``per_image`` (each image to mean 0 and std 1 over all its pixels, as TensorFlow's
-#: ``per_image_standardization``: (x - mean) / max(std, 1 / sqrt(pixels)))
-STANDARDIZE_MODES = ("dataset", "per_image")
+#: convention), ``per_image`` (each image to mean 0 and std 1 over all its pixels, as TensorFlow's
+#: ``per_image_standardization``: (x - mean) / max(std, 1 / sqrt(pixels))) or ``unit`` (pixel values
+#: scaled to [0, 1], nothing subtracted, as Zhou et al.'s code feeds MNIST)
+STANDARDIZE_MODES = ("dataset", "per_image", "unit")
 
 
 class TensorLoader:
@@ -87,6 +88,8 @@ class TensorLoader:
             yield self._standardized(x), self.y[idx]
 
     def _standardized(self, x: Tensor) -> Tensor:
+        if self.standardize == "unit":
+            return x.float() / 255.0
         if self.standardize == "per_image":
             flat = x.float().flatten(1)
             floor = 1.0 / math.sqrt(flat.shape[1])  # TensorFlow's: a blank image is not divided by 0
