@@ -136,10 +136,13 @@ def test_the_run_config_holds_its_supermask_section_checked(tmp_path: Path) -> N
 
 
 def test_the_data_options_of_a_paper_pipeline_are_checked_and_part_of_the_experiment(tmp_path: Path) -> None:
-    cfg = load_run_config(None, ["data.standardize=per_image", "data.shuffle=false", "data.train_examples=1000"])
+    cfg = load_run_config(
+        None, ["data.standardize=per_image", "data.shuffle=false", "data.train_examples=1000", "data.augment=false"]
+    )
     assert (cfg.data.standardize, cfg.data.shuffle, cfg.data.train_examples) == ("per_image", False, 1000)
+    assert cfg.data.augment is False and load_run_config(None, []).data.augment is None
     saved = load_run_config(None, []).to_dict()
-    for key in ("standardize", "shuffle", "train_examples"):
+    for key in ("standardize", "shuffle", "train_examples", "augment"):
         del saved["data"][key]  # a run saved before these keys existed is the same experiment as their defaults
     assert experiment_key(saved) == experiment_key(load_run_config(None, []).to_dict())
     assert experiment_key(cfg.to_dict()) != experiment_key(load_run_config(None, []).to_dict())
@@ -150,6 +153,7 @@ def test_the_data_options_of_a_paper_pipeline_are_checked_and_part_of_the_experi
         ),
         ("data.train_examples=0", "data.train_examples"),
         ("data.shuffle=no", "data.shuffle"),
+        ("data.augment=maybe", "data.augment"),
     ]:
         with pytest.raises(SupermaskConfigError, match=re.escape(message)):
             load_run_config(None, [item])

@@ -69,6 +69,7 @@ def split_loaders(cfg: RunConfig, device: torch.device) -> tuple[list[tuple[Tens
                     seed=cfg.train.seed,
                     standardize=cfg.data.standardize,
                     shuffle=cfg.data.shuffle,
+                    augment=cfg.data.augment,
                 )
             )
         loaders.append((pair[0], pair[1]))

@@ -53,6 +53,7 @@ class DataSection:
     # TensorFlow's per_image_standardization), or scaled to [0, 1] (unit); data sets held as tensors
     standardize: str = "dataset"
     shuffle: bool = True  # a new order of the training examples each epoch (false: the files' order, every epoch)
+    augment: bool | None = None  # random crop and flip while training; None: the data set's standard (on for CIFAR)
 
 
 @dataclass
@@ -589,7 +590,9 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         raise SupermaskConfigError(problem)
     defaults = DataSection()
     tensor_only = [
-        f"data.{k}" for k in ("train_examples", "standardize", "shuffle") if getattr(d, k) != getattr(defaults, k)
+        f"data.{k}"
+        for k in ("train_examples", "standardize", "shuffle", "augment")
+        if getattr(d, k) != getattr(defaults, k)
     ]
     if tensor_only and DATASETS[d.name].folder:
         raise SupermaskConfigError(

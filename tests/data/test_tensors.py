@@ -83,3 +83,15 @@ def test_random_crop_flip_is_a_crop_of_the_padded_image() -> None:
             for c in range(5)
         )
         assert found
+
+
+def test_augmentation_follows_the_data_set_unless_set() -> None:
+    info = data.DATASETS["cifar10"]
+    x, y = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+    plain = (x.float() - torch.tensor(info.mean).view(1, 3, 1, 1) * 255) / (
+        torch.tensor(info.std).view(1, 3, 1, 1) * 255
+    )
+    ((off, labels),) = data.TensorLoader(x, y, info, 8, train=True, seed=1, shuffle=False, augment=False)
+    assert torch.allclose(off, plain[labels])  # exactly the images, standardised
+    ((standard, labels),) = data.TensorLoader(x, y, info, 8, train=True, seed=1, shuffle=False)
+    assert not torch.allclose(standard, plain[labels])  # CIFAR's standard: random crops and flips

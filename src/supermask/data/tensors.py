@@ -134,10 +134,12 @@ def build_tensor_loaders(
     standardize: str = "dataset",
     shuffle: bool = True,
     train_examples: int | None = None,
+    augment: bool | None = None,
 ) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
     """Train and test loaders of a small data set; ``classes``: only these, relabelled 0..n-1 in this
     order; ``train_examples``: only the first so many training examples (e.g. 55,000 of MNIST's 60,000,
-    the split of TensorFlow's tutorials); ``standardize`` and ``shuffle``: see :class:`TensorLoader`."""
+    the split of TensorFlow's tutorials); ``augment``: random crop and flip while training (``None``: the
+    data set's standard, on for CIFAR); ``standardize`` and ``shuffle``: see :class:`TensorLoader`."""
     arrays = load_arrays(name, root)
     info = DATASETS[name]
     if classes is not None:
@@ -154,6 +156,7 @@ def build_tensor_loaders(
         world_size=world_size,
         standardize=standardize,
         shuffle=shuffle,
+        augment=augment,
     )
     test = TensorLoader(
         *arrays["test"], info, eval_batch_size, train=False, device=device, seed=seed, standardize=standardize

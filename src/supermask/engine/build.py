@@ -88,6 +88,7 @@ def build_data(cfg: RunConfig, device: torch.device, rank: int, world: int) -> t
         standardize=cfg.data.standardize,
         shuffle=cfg.data.shuffle,
         train_examples=cfg.data.train_examples,
+        augment=cfg.data.augment,
     )
     classes = len(cfg.data.classes) if cfg.data.classes is not None else info.num_classes
     return train, test, classes, info.in_channels, info.image_size
