@@ -157,7 +157,7 @@ def test_the_data_options_of_a_paper_pipeline_are_checked_and_part_of_the_experi
     ]:
         with pytest.raises(SupermaskConfigError, match=re.escape(message)):
             load_run_config(None, [item])
-    with pytest.raises(SupermaskConfigError, match="need a data set held as tensors, not data.name=folder"):
+    with pytest.raises(SupermaskConfigError, match="needs a data set held as tensors, not data.name=folder"):
         load_run_config(None, ["data.name=folder", f"data.root={tmp_path}", "data.shuffle=false"])
 
 

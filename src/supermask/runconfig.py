@@ -596,7 +596,8 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
     ]
     if tensor_only and DATASETS[d.name].folder:
         raise SupermaskConfigError(
-            f"{', '.join(tensor_only)} need a data set held as tensors, not data.name={d.name} (image folders)"
+            f"{', '.join(tensor_only)} {'needs' if len(tensor_only) == 1 else 'need'} a data set held as tensors, "
+            f"not data.name={d.name} (image folders)"
         )
     if d.classes is not None:
         available = DATASETS[d.name].num_classes
