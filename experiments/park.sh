@@ -17,9 +17,14 @@ case "${1:-}" in
     existing=$(git ls-files 'results/*/parked/*.tar.gz' | grep -v "^$results/parked/$(basename "$run").tar.gz$" || true)
     [ -z "$existing" ] || { echo "park: a parked state is committed already: $existing (finish it first)" >&2; exit 2; }
     mkdir -p "$results/parked"
-    tar -czf "$results/parked/$(basename "$run").tar.gz" -C "$(dirname "$run")" \
+    archive="$results/parked/$(basename "$run").tar.gz"
+    tar -czf "$archive.tmp" -C "$(dirname "$run")" \
       "$(basename "$run")/train_state.pt" "$(basename "$run")/config.yaml" "$(basename "$run")/metrics.jsonl"
-    ls -l "$results/parked/$(basename "$run").tar.gz"
+    # the archive must read back whole, with the state byte for byte, before it replaces the last one
+    tar -xzOf "$archive.tmp" "$(basename "$run")/train_state.pt" | cmp -s - "$run/train_state.pt" \
+      || { rm -f "$archive.tmp"; echo "park: $archive.tmp does not read back; the last parked state is kept" >&2; exit 1; }
+    mv "$archive.tmp" "$archive"
+    ls -l "$archive"
     ;;
   resume)
     archive=${2:?ARCHIVE}
