@@ -16,7 +16,7 @@ from supermask.models import create
 from supermask.precision import use_bf16
 from supermask.runconfig import experiment_key, load_run_config
 from supermask.train import train
-from tests.helpers.runs import QUIET, _native, _stop_after_first_epoch, cfg_for
+from tests.helpers.runs import QUIET, cfg_for, set_native_bf16, stop_after_first_epoch
 
 CPU = torch.device("cpu")
 
@@ -35,20 +35,20 @@ def test_the_setting_is_auto_true_or_false(tmp_path: Path) -> None:
 
 
 def test_auto_follows_the_hardware_and_true_without_it_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    _native(monkeypatch, False)
+    set_native_bf16(monkeypatch, False)
     assert use_bf16("auto", CPU) is False and use_bf16(False, CPU) is False
     with pytest.raises(SupermaskConfigError, match="train.bf16=true but this CPU has no AVX-512 BF16, AMX or Arm"):
         use_bf16(True, CPU)
     with pytest.raises(SupermaskConfigError, match="no AVX-512 BF16"):
         load_run_config(None, ["train.bf16=true", "train.device=cpu"])
-    _native(monkeypatch, True)
+    set_native_bf16(monkeypatch, True)
     assert use_bf16("auto", CPU) is True and use_bf16(True, CPU) is True and use_bf16(False, CPU) is False
 
 
 def test_true_without_native_bf16_is_one_line_from_the_cli(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _native(monkeypatch, False)
+    set_native_bf16(monkeypatch, False)
     assert cli.main(["train", "train.bf16=true", "train.device=cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "use train.bf16=auto or false" in err
@@ -72,7 +72,7 @@ def test_under_autocast_only_the_products_are_bf16() -> None:
 def test_a_bf16_run_records_it_and_eval_repeats_its_accuracy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _native(monkeypatch, True)
+    set_native_bf16(monkeypatch, True)
     result = train(cfg_for(tmp_path, "train.bf16=auto"), **QUIET)
     assert result["precision"] == "bf16" and all(r["bf16"] for r in result["ran_on"])
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -83,7 +83,7 @@ def test_a_bf16_run_records_it_and_eval_repeats_its_accuracy(
     assert out["precision"] == "bf16" and out["accuracy"] == result["accuracy"]
     assert cli.main(["eval", str(tmp_path / "r"), "--json", "--precision", "fp32"]) == 0
     assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
-    _native(monkeypatch, False)  # evaluated where bf16 is not native: fp32, said so
+    set_native_bf16(monkeypatch, False)  # evaluated where bf16 is not native: fp32, said so
     assert cli.main(["eval", str(tmp_path / "r"), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["precision"] == "fp32" and "evaluating in fp32" in captured.err
@@ -95,7 +95,7 @@ def test_a_bf16_run_records_it_and_eval_repeats_its_accuracy(
 
 
 def test_fp32_and_bf16_runs_of_one_config_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _native(monkeypatch, True)
+    set_native_bf16(monkeypatch, True)
     a = train(cfg_for(tmp_path, "train.bf16=false", "train.run_name=fp32"), **QUIET)
     b = train(cfg_for(tmp_path, "train.bf16=true", "train.run_name=bf16"), **QUIET)
     assert a["precision"] == "fp32" and b["precision"] == "bf16"
@@ -105,10 +105,10 @@ def test_fp32_and_bf16_runs_of_one_config_differ(tmp_path: Path, monkeypatch: py
 
 
 def test_a_resume_continues_in_the_precision_it_ran_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _native(monkeypatch, False)  # auto: fp32 here
+    set_native_bf16(monkeypatch, False)  # auto: fp32 here
     with pytest.raises(KeyboardInterrupt):
-        train(cfg_for(tmp_path, "train.epochs=3"), log=_stop_after_first_epoch)
-    _native(monkeypatch, True)  # the same run on a machine with bf16: auto would switch precision
+        train(cfg_for(tmp_path, "train.epochs=3"), log=stop_after_first_epoch)
+    set_native_bf16(monkeypatch, True)  # the same run on a machine with bf16: auto would switch precision
     with pytest.raises(TrainingError, match=r"trained epochs 1-1 in fp32; train.bf16=auto would continue it in bf16"):
         train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1  # nothing changed
@@ -117,7 +117,7 @@ def test_a_resume_continues_in_the_precision_it_ran_in(tmp_path: Path, monkeypat
 
 
 def test_a_multi_task_run_uses_and_records_the_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _native(monkeypatch, True)
+    set_native_bf16(monkeypatch, True)
     items = ["data.split_tasks=5", "train.epochs=1", f"train.out_dir={tmp_path}"]
     bf16 = train(load_run_config(None, [*items, "train.run_name=b"]), **QUIET)
     fp32 = train(load_run_config(None, [*items, "train.run_name=f", "train.bf16=false"]), **QUIET)
@@ -176,16 +176,16 @@ def test_a_checkpoint_from_before_precision_was_recorded_resumes_as_it_ran(
 ) -> None:
     """Epochs that did not record their precision ran bf16 exactly when train.bf16 was true on CUDA: a CPU
     run saved with bf16: true ran fp32, and auto on a bf16 CPU must not continue it in bf16."""
-    _native(monkeypatch, False)
+    set_native_bf16(monkeypatch, False)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg_for(tmp_path, "train.epochs=3", "train.bf16=false"), log=_stop_after_first_epoch)
+        train(cfg_for(tmp_path, "train.epochs=3", "train.bf16=false"), log=stop_after_first_epoch)
     path = tmp_path / "r" / "train_state.pt"
     state = torch.load(path, weights_only=True)
     for row in state["metrics"]:
         del row["bf16"]
     state["config"]["train"]["bf16"] = True  # the old default, which meant "on CUDA"
     torch.save(state, path)
-    _native(monkeypatch, True)
+    set_native_bf16(monkeypatch, True)
     with pytest.raises(TrainingError, match="trained epochs 1-1 in fp32"):
         train(cfg_for(tmp_path, "train.epochs=3"), **QUIET)
     assert train(cfg_for(tmp_path, "train.epochs=3", "train.bf16=false"), **QUIET)["epochs"] == 3

@@ -15,7 +15,7 @@ from supermask.precision import recorded_precision
 from supermask.report import collect, summarise
 from supermask.runconfig import experiment_key, load_run_config
 from supermask.train import train
-from tests.helpers.runs import QUIET, _native, cfg_for, run_cli
+from tests.helpers.runs import QUIET, cfg_for, run_cli, set_native_bf16
 
 
 def summary(seeds: int = 1) -> list[dict[str, object]]:
@@ -32,7 +32,7 @@ def summary(seeds: int = 1) -> list[dict[str, object]]:
 
 
 def test_report_groups_by_the_precision_that_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _native(monkeypatch, True)
+    set_native_bf16(monkeypatch, True)
     for seed in (0, 1):
         for setting in ("true", "false"):
             train(
@@ -58,7 +58,7 @@ def test_report_groups_by_the_precision_that_ran(tmp_path: Path, monkeypatch: py
 def test_report_over_several_folders_counts_each_run_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _native(monkeypatch, True)
+    set_native_bf16(monkeypatch, True)
     train(cfg_for(tmp_path / "a", "train.bf16=false"), **QUIET)
     train(cfg_for(tmp_path / "b", "train.bf16=true"), **QUIET)
     a, b = str(tmp_path / "a"), str(tmp_path / "b")

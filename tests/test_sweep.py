@@ -12,7 +12,7 @@ import yaml
 
 from supermask import cli
 from supermask.errors import SupermaskConfigError
-from tests.helpers.runs import ENV, _native, run_cli
+from tests.helpers.runs import ENV, run_cli, set_native_bf16
 
 
 def _epoch_lines(text: str) -> int:
@@ -28,7 +28,7 @@ def _record_part(out: str, grid: list[str], i: int) -> None:
 def test_sweep_runs_each_precision_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _native(monkeypatch, True)
+    set_native_bf16(monkeypatch, True)
     grid = ["train.epochs=1", "train.max_steps=2", "train.bf16=auto,true,false"]
     assert cli.main(["sweep", *grid, "--out", str(tmp_path)]) == 0
     assert "mlp-edge-popup_bf16=true: the same experiment as mlp-edge-popup_bf16=auto" in capsys.readouterr().out

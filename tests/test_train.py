@@ -17,7 +17,7 @@ import torch
 from supermask.errors import TrainingError
 from supermask.runconfig import load_run_config
 from supermask.train import train
-from tests.helpers.runs import ENV, QUIET, _metrics, _stop_after_first_epoch, cfg_for, run_cli
+from tests.helpers.runs import ENV, QUIET, cfg_for, epoch_metrics, run_cli, stop_after_first_epoch
 
 
 def _kill_processes_in(folder: Path) -> None:
@@ -36,7 +36,7 @@ def test_deterministic_runs_are_bit_identical(tmp_path: Path, method: str) -> No
     common = ["train.epochs=3", "train.deterministic=true", f"supermask.method={method}"]
     for name in ("a", "b"):
         train(load_run_config(None, [f"train.out_dir={tmp_path}", f"train.run_name={name}", *common]), **QUIET)
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert epoch_metrics(tmp_path / "a") == epoch_metrics(tmp_path / "b")
     state_a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)["model"]
     state_b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)["model"]
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
@@ -55,7 +55,7 @@ def test_deterministic_fixes_and_records_threads_and_restores_the_process(
     monkeypatch.setattr(torch.optim.SGD, "step", spy)
     before = torch.get_num_threads()
     with pytest.raises(KeyboardInterrupt):
-        train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=1"), log=_stop_after_first_epoch)
+        train(cfg_for(tmp_path, "train.deterministic=true", "train.threads=1"), log=stop_after_first_epoch)
     assert set(seen) == {(True, 1)}
     assert torch.get_num_threads() == before and not torch.are_deterministic_algorithms_enabled()
     with pytest.raises(TrainingError, match="ran deterministically with 1 threads.*set train.threads=1"):
@@ -107,7 +107,7 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     assert "resuming" in resumed.stdout
     straight = run_cli(*args, "train.run_name=straight", cwd=tmp_path)
     assert straight.returncode == 0
-    assert _metrics(tmp_path / "runs" / "killed") == _metrics(tmp_path / "runs" / "straight")
+    assert epoch_metrics(tmp_path / "runs" / "killed") == epoch_metrics(tmp_path / "runs" / "straight")
 
 
 @pytest.mark.slow

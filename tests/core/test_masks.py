@@ -9,7 +9,7 @@ from torch import nn
 import supermask
 from supermask.core import masks
 from supermask.core.masks import MaskedWeight, kept_count, kth_largest, new_hint, pack_bits, topk_mask, unpack_bits
-from tests.helpers.masks import _grads
+from tests.helpers.masks import surrogate_grads
 
 
 def reference_mask(a: torch.Tensor, kept: int) -> torch.Tensor:
@@ -106,7 +106,7 @@ def test_exact_kept_counts_per_layer(module: nn.Module, k: float) -> None:
 
 
 def test_straight_through_gradient_edge_popup() -> None:
-    g_scores, g_eff, weight, scores = _grads("edge-popup")
+    g_scores, g_eff, weight, scores = surrogate_grads("edge-popup")
     # d|score| = d effective weight x weight (the paper); the sign comes from |.|
     assert torch.allclose(g_scores * scores.sign(), g_eff * weight, atol=1e-6)
     assert torch.count_nonzero(g_scores) == g_scores.numel()  # dropped weights get gradients too

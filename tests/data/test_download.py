@@ -14,14 +14,14 @@ import pytest
 
 from supermask import data
 from supermask.data import DataError, DatasetInfo, RemoteFile
-from tests.helpers.data import _fake_cifar_archive, _fake_members
+from tests.helpers.data import fake_cifar_archive, fake_cifar_members
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "served"
     root.mkdir()
-    (root / "cifar-10-python.tar.gz").write_bytes(_fake_cifar_archive())
+    (root / "cifar-10-python.tar.gz").write_bytes(fake_cifar_archive())
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **k):  # type: ignore[no-untyped-def]
@@ -39,7 +39,7 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 def test_download_with_right_and_wrong_md5(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPERMASK_DATA", str(tmp_path / "cache"))
-    blob = _fake_cifar_archive()
+    blob = fake_cifar_archive()
     good = hashlib.md5(blob).hexdigest()
     base = data.DATASETS["cifar10"]
     fake = DatasetInfo(
@@ -51,7 +51,7 @@ def test_download_with_right_and_wrong_md5(server: str, tmp_path: Path, monkeypa
         True,
         urls=(server,),
         files=(RemoteFile("cifar-10-python.tar.gz", good),),
-        members=_fake_members(),
+        members=fake_cifar_members(),
     )
     monkeypatch.setitem(data.DATASETS, "cifar10", fake)
     arrays = data.load_arrays("cifar10", tmp_path / "root")

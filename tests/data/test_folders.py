@@ -9,7 +9,7 @@ import pytest
 
 from supermask import data
 from supermask.data import DataError
-from tests.helpers.data import _images
+from tests.helpers.data import write_images
 
 
 def test_imagenet_folder_trains(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_image_extensions_in_any_case_are_read(tmp_path: Path) -> None:
     from supermask.data import ImageFolder
     from supermask.data.registry import DATASETS
 
-    _images(tmp_path / "img", splits=("train",))
+    write_images(tmp_path / "img", splits=("train",))
     for i, path in enumerate(sorted((tmp_path / "img" / "train" / "red").iterdir())):
         path.rename(path.with_suffix([".PNG", ".Png", ".png"][i % 3]))  # cameras write IMG_0001.JPG
     folder = ImageFolder(tmp_path / "img" / "train", 8, False, DATASETS["imagenet"])

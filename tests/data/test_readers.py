@@ -13,7 +13,7 @@ import pytest
 
 from supermask import data
 from supermask.data import DataError
-from tests.helpers.data import _fake_cifar_archive, _register_fake_cifar10
+from tests.helpers.data import fake_cifar_archive, register_fake_cifar10
 
 
 def test_mnist_from_shared(shared_data: Path) -> None:
@@ -66,11 +66,11 @@ def test_cifar10_jpeg75_from_shared(shared_data: Path, tmp_path: Path, monkeypat
 
 
 def test_unpacked_cifar_folder_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with tarfile.open(fileobj=io.BytesIO(_fake_cifar_archive())) as tar:
+    with tarfile.open(fileobj=io.BytesIO(fake_cifar_archive())) as tar:
         tar.extractall(tmp_path, filter="data")
     with pytest.raises(DataError, match="data_batch_1 has md5 .* expected c99cafc1"):  # not the real CIFAR-10
         data.load_arrays("cifar10", tmp_path)
-    _register_fake_cifar10(monkeypatch)  # now it is "CIFAR-10"
+    register_fake_cifar10(monkeypatch)  # now it is "CIFAR-10"
     arrays = data.load_arrays("cifar10", tmp_path)
     assert arrays["train"][0].shape == (50, 3, 32, 32)
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "r+b") as f:  # one changed byte in one member
@@ -90,9 +90,9 @@ def test_unpacked_cifar_folder_is_read(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_unpacked_folder_is_not_taken_for_the_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with tarfile.open(fileobj=io.BytesIO(_fake_cifar_archive())) as tar:
+    with tarfile.open(fileobj=io.BytesIO(fake_cifar_archive())) as tar:
         tar.extractall(tmp_path, filter="data")
-    _register_fake_cifar10(monkeypatch)  # the fake plays the original CIFAR-10
+    register_fake_cifar10(monkeypatch)  # the fake plays the original CIFAR-10
     with pytest.raises(DataError, match=r"data_batch_1 has md5 .* it is cifar10 \(use data.name=cifar10\)"):
         data.load_arrays("cifar10-jpeg75", tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").unlink()

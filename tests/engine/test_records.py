@@ -10,12 +10,12 @@ import torch
 
 from supermask.engine.records import run_record
 from supermask.train import train
-from tests.helpers.runs import QUIET, _stop_after_first_epoch, cfg_for
+from tests.helpers.runs import QUIET, cfg_for, stop_after_first_epoch
 
 
 def test_result_records_what_every_epoch_ran_on(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
-        train(cfg_for(tmp_path, "train.epochs=3", "train.threads=2"), log=_stop_after_first_epoch)
+        train(cfg_for(tmp_path, "train.epochs=3", "train.threads=2"), log=stop_after_first_epoch)
     result = train(cfg_for(tmp_path, "train.epochs=3", "train.threads=1"), **QUIET)
     ran_on = [{k: r[k] for k in ("epochs", "threads", "world_size", "device")} for r in result["ran_on"]]
     assert ran_on == [

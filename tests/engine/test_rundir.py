@@ -24,7 +24,7 @@ from supermask.engine.rundir import (
 from supermask.errors import RunBusyError, StorageError, TrainingError
 from supermask.runconfig import load_run_config, to_yaml
 from supermask.train import train
-from tests.helpers.runs import QUIET, _stop_after_first_epoch, cfg_for, run_cli
+from tests.helpers.runs import QUIET, cfg_for, run_cli, stop_after_first_epoch
 
 
 def _cfg(tmp_path: Path, *items: str):  # type: ignore[no-untyped-def]
@@ -158,7 +158,7 @@ def test_bookkeeping_keys_do_not_block_a_resume(tmp_path: Path) -> None:
 def test_world_size_change_is_refused_unless_asked_for(tmp_path: Path) -> None:
     cfg = cfg_for(tmp_path, "train.epochs=3")
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, log=_stop_after_first_epoch)
+        train(cfg, log=stop_after_first_epoch)
     with pytest.raises(TrainingError, match=r"trained with 1 process\(es\) \(global batch 64\); resuming with 2"):
         prepare_run_dir(cfg, cfg.run_dir(), world=2)
     state = prepare_run_dir(cfg_for(tmp_path, "train.epochs=3", "train.allow_world_size_change=true"), cfg.run_dir(), 2)

@@ -1,4 +1,4 @@
-"""Shared test helpers: checkpoint."""
+"""Helpers of the checkpoint tests: a fresh, unconverted small network."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: data."""
+"""Helpers of the data tests: a fake CIFAR-10 archive and its members, an image folder of one's own."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from supermask import data
 from supermask.data import DatasetInfo, RemoteFile
 
 
-def _fake_members() -> tuple[RemoteFile, ...]:
+def fake_cifar_members() -> tuple[RemoteFile, ...]:
     """The md5 of each file of the fake archive (so that a test can register the fake as a data set)."""
-    with tarfile.open(fileobj=io.BytesIO(_fake_cifar_archive())) as tar:
+    with tarfile.open(fileobj=io.BytesIO(fake_cifar_archive())) as tar:
         return tuple(
             RemoteFile(m.name.split("/")[-1], hashlib.md5(tar.extractfile(m).read()).hexdigest())  # type: ignore[union-attr]
             for m in tar.getmembers()
@@ -26,13 +26,13 @@ def _fake_members() -> tuple[RemoteFile, ...]:
         )
 
 
-def _register_fake_cifar10(monkeypatch: pytest.MonkeyPatch, **changes: object) -> None:
+def register_fake_cifar10(monkeypatch: pytest.MonkeyPatch, **changes: object) -> None:
     base = data.DATASETS["cifar10"]
-    fields = dict(files=base.files, members=_fake_members(), **changes)
+    fields = dict(files=base.files, members=fake_cifar_members(), **changes)
     monkeypatch.setitem(data.DATASETS, "cifar10", DatasetInfo(10, 3, 32, base.mean, base.std, True, **fields))  # type: ignore[arg-type]
 
 
-def _fake_cifar_archive() -> bytes:
+def fake_cifar_archive() -> bytes:
     """The same bytes on every call: the gzip header's time is fixed (it holds the clock's second, so two
     archives made across a second's boundary had different md5s: a flaky test)."""
     buf = io.BytesIO()
@@ -48,7 +48,9 @@ def _fake_cifar_archive() -> bytes:
     return buf.getvalue()
 
 
-def _images(root: Path, splits: tuple[str, ...] = ("train", "val"), classes: tuple[str, ...] = ("red", "blue")) -> None:
+def write_images(
+    root: Path, splits: tuple[str, ...] = ("train", "val"), classes: tuple[str, ...] = ("red", "blue")
+) -> None:
     from PIL import Image
 
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Shared test helpers: masks."""
+"""Helpers of the mask tests: the gradients a method's straight-through estimator gives."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 import supermask
 
 
-def _grads(method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def surrogate_grads(method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     model = nn.Sequential(nn.Linear(6, 5))
     supermask.to_supermask(model, supermask.SupermaskConfig(k=0.4, method=method, score_init="uniform"))
     layer = model[0]

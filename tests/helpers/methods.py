@@ -1,4 +1,5 @@
-"""Shared test helpers: methods."""
+"""Helpers of the mask-method tests: a user-defined method (registered on import), a small network, a
+briefly trained model, a one-layer model with set weights and scores."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: models."""
+"""Helpers of the trainer-integration tests: a small seeded MLP, a converted model's scores."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: tasks."""
+"""Helpers of the task-mask tests: the small MLP of the digits tasks."""
 
 from __future__ import annotations
 

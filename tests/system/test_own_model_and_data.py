@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from supermask import cli
-from tests.helpers.data import _images
+from tests.helpers.data import write_images
 
 OWN = """
 from torch import nn
@@ -116,7 +116,7 @@ def test_a_wrong_model_factory_is_one_clear_line(
 
 
 def test_a_folder_of_your_own_images_trains(tmp_path: Path) -> None:
-    _images(tmp_path / "img", splits=("train", "test"))  # test/ stands in for val/
+    write_images(tmp_path / "img", splits=("train", "test"))  # test/ stands in for val/
     common = ["data.name=folder", f"data.root={tmp_path / 'img'}", "data.image_size=8", "data.workers=0",
               "data.batch_size=8", "model.name=mlp", "train.epochs=4", f"train.out_dir={tmp_path / 'runs'}"]  # fmt: skip
     assert cli.main(["train", *common]) == 0
@@ -131,10 +131,10 @@ def test_a_wrong_folder_is_one_clear_line(case: str, tmp_path: Path, capsys) -> 
     if case != "no root":
         items.append(f"data.root={root}")
     if case == "no held-out split":
-        _images(root, splits=("train",))
+        write_images(root, splits=("train",))
     if case == "other classes":
-        _images(root, splits=("train",))
-        _images(root, splits=("val",), classes=("red", "green"))
+        write_images(root, splits=("train",))
+        write_images(root, splits=("val",), classes=("red", "green"))
     assert cli.main(["train", *items]) == 2
     err = capsys.readouterr().err
     expected = {"no root": "needs data.root=DIR", "no held-out split": "val does not exist",
@@ -186,7 +186,7 @@ def test_class_subsets_and_starting_from_a_trained_run(tmp_path: Path, capsys) -
 )
 def test_a_broken_image_folder_is_one_clear_line(case: str, workers: int, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "img"
-    _images(root)
+    write_images(root)
     batch = 8
     if case == "empty class":
         (root / "train" / "green").mkdir()

@@ -8,11 +8,11 @@ from torch import nn
 
 import supermask
 import supermask as sm
-from tests.helpers.masks import _grads
+from tests.helpers.masks import surrogate_grads
 
 
 def test_straight_through_gradient_bernoulli() -> None:
-    g_scores, g_eff, weight, scores = _grads("bernoulli")
+    g_scores, g_eff, weight, scores = surrogate_grads("bernoulli")
     p = torch.sigmoid(scores)
     assert torch.allclose(g_scores, g_eff * weight * p * (1 - p), atol=1e-6)
 
