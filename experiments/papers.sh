@@ -2,8 +2,10 @@
 # Issue 23: each mask method at its own paper's recipe (configs/papers/<method>/<setting>.yaml), 3 seeds,
 # into results/papers/<target>/runs; resumable (rerun to continue; finished runs are skipped).
 # Usage: experiments/papers.sh TARGET...   Targets: signed-supermask-mnist, signed-supermask-mnist-tf-pipeline,
-#   bernoulli-mnist, bernoulli-mnist-authors-pipeline
-# Env: MNIST_DIR (../shared/data/mnist), THREADS (1), JOBS (1), SEEDS (0,1,2).
+#   bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4 (100 epochs of CIFAR-10:
+#   hours a seed on a CPU; SEEDS=0 runs one)
+# Env: MNIST_DIR (../shared/data/mnist), CIFAR_DIR (../shared/data/cifar10-jpeg75), THREADS (1), JOBS (1),
+#   SEEDS (0,1,2), BF16 (false: fp32; auto: bf16 where the CPU has it, recorded per epoch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/common.sh
@@ -41,6 +43,13 @@ for target in "$@"; do
         train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
       $SM report "$out/runs" --out "$out"
       ;;
-    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, bernoulli-mnist, bernoulli-mnist-authors-pipeline)" >&2; exit 2 ;;
+    signed-supermask-cifar10-conv4)  # Koster et al.'s Conv4 with their CIFAR pipeline, CIFAR-10 (JPEG-75 rebuild)
+      out=results/papers/signed_supermask_cifar10_conv4
+      $SM sweep configs/papers/signed-supermask/cifar10_conv4.yaml data.name=cifar10-jpeg75 \
+        data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" train.seed="$SEEDS" train.threads="$THREADS" \
+        train.bf16="${BF16:-false}" train.progress=lines --out "$out/runs" --jobs "$JOBS"
+      $SM report "$out/runs" --out "$out"
+      ;;
+    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4)" >&2; exit 2 ;;
   esac
 done
