@@ -176,3 +176,10 @@ def test_the_run_config_checks_its_supermask_section_once(monkeypatch: pytest.Mo
     with pytest.raises(supermask.SupermaskConfigError, match="k=2"):
         set_key(cfg, "supermask.k", 2.0)
         cfg.supermask_config()
+
+
+def test_the_training_loss_is_a_checked_choice() -> None:
+    assert load_run_config(None, []).optim.loss == "cross_entropy"
+    assert load_run_config(None, ["optim.loss=clipped_probabilities"]).optim.loss == "clipped_probabilities"
+    with pytest.raises(SupermaskConfigError, match="optim.loss='softmax' is not valid"):
+        load_run_config(None, ["optim.loss=softmax"])

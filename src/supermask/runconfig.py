@@ -70,6 +70,10 @@ class OptimSection:
     decay_epochs: float = 10.0  # exponential only: epochs between two decays (staircase)
     warmup_epochs: float = 0.0  # a linear warmup up to optim.lr over this many epochs, then the schedule
     label_smoothing: float = 0.0  # cross-entropy label smoothing, in [0, 1)
+    # the training loss: cross_entropy (of the logits), or clipped_probabilities: Keras's categorical
+    # cross-entropy of softmax outputs clipped to [1e-7, 1 - 1e-7] (TensorFlow models whose softmax sits in
+    # the model): an example predicted beyond the clip gives no gradient
+    loss: str = "cross_entropy"
 
 
 @dataclass
@@ -533,6 +537,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         "data.standardize": (cfg.data.standardize, STANDARDIZE_MODES),
         "optim.name": (cfg.optim.name, ("sgd", "sgdw", "adam")),
         "optim.schedule": (cfg.optim.schedule, ("cosine", "constant", "exponential")),
+        "optim.loss": (cfg.optim.loss, ("cross_entropy", "clipped_probabilities")),
         "train.progress": (cfg.train.progress, ("auto", "bar", "lines", "none")),
     }
     for key, (value, allowed) in choices.items():

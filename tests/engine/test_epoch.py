@@ -81,3 +81,19 @@ def test_channels_last_acts_on_image_batches_only(tmp_path: Path) -> None:
         None, ["train.channels_last=true", "train.epochs=1", "train.max_steps=3", f"train.out_dir={tmp_path}"]
     )
     assert 0.0 <= train(cfg)["accuracy"] <= 1.0
+
+
+def test_the_clipped_probabilities_loss_is_kerass_and_gives_no_gradient_beyond_the_clip() -> None:
+    from supermask.engine.epoch import KERAS_EPSILON, training_loss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [40.0, 0.0, 0.0], [0.0, 0.0, 40.0]], requires_grad=True)
+    y = torch.tensor([0, 0, 0])  # the second is predicted right beyond 1 - 1e-7, the third wrong beyond 1e-7
+    loss = training_loss(logits, y, "clipped_probabilities")
+    p = torch.softmax(logits.detach().double(), 1)[:, 0]
+    keras = -torch.log(p.clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)).mean()  # tf.keras categorical_crossentropy
+    assert abs(float(loss.detach()) - float(keras)) < 1e-6
+    loss.backward()
+    assert torch.count_nonzero(logits.grad[1:]) == 0  # both saturated examples: no gradient at all
+    plain = torch.autograd.grad(torch.nn.functional.cross_entropy(logits[:1], y[:1]) / 3, logits)[0]
+    assert torch.allclose(logits.grad[0], plain[0], atol=1e-6)  # unclipped: the cross-entropy's gradient
+    assert torch.equal(training_loss(logits, y, "cross_entropy"), torch.nn.functional.cross_entropy(logits, y))

@@ -40,6 +40,23 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, autocast: bool
     return {"accuracy": correct / max(1, total), "loss": loss / max(1, total), "examples": total}
 
 
+#: Keras's epsilon: the categorical cross-entropy of probabilities clips them to [EPSILON, 1 - EPSILON]
+KERAS_EPSILON = 1e-7
+
+
+def training_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The mean training loss of a batch: ``cross_entropy`` of the logits, or ``clipped_probabilities``,
+    Keras's categorical cross-entropy of the softmax probabilities clipped to [1e-7, 1 - 1e-7] (what a
+    TensorFlow model with its softmax inside a ``tf.function`` trains with: a probability beyond the clip,
+    an example predicted with great confidence either way, gives no gradient)."""
+    if kind == "cross_entropy":
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    classes = logits.shape[1]
+    target = F.one_hot(y, classes).to(logits.dtype) * (1.0 - label_smoothing) + label_smoothing / classes
+    probabilities = torch.softmax(logits, dim=1).clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+    return -(target * probabilities.log()).sum(dim=1).mean()
+
+
 def channels_last_input(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels-last memory where that exists (a batch of images, 4-D); other inputs (features,
     token ids) unchanged: ``train.channels_last`` then acts on the model's convolutions alone."""
@@ -134,7 +151,7 @@ def train_epoch(
                 loss_sum.fill_(math.nan)
                 break
             check_outputs(out, run.num_classes, cfg)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.optim.label_smoothing)
+            loss = training_loss(out.float(), y, cfg.optim.loss, cfg.optim.label_smoothing)
         optimizer_step(loss, run.optimizer, run.method, run.layers)
         loss_sum += loss.detach() * len(y)
         if run.on_log is not None:
