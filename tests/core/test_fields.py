@@ -61,6 +61,13 @@ def test_a_value_of_another_type_is_one_line_naming_it(value, annotation, messag
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_an_optional_field_says_that_null_is_allowed_too() -> None:
+    with pytest.raises(FieldTypeError, match=r"data.augment='auto' must be true or false \(or null: unset\)$"):
+        check_value("data.augment", "auto", "bool | None")
+    with pytest.raises(FieldTypeError, match=r"train.epochs=1.5 must be an integer$"):
+        check_value("train.epochs", 1.5, "int")
+
+
 def test_the_text_typed_is_kept_for_a_string_and_shown_in_errors() -> None:
     assert check_value("train.run_name", 0.1, "str | None", raw=" 0.10") == "0.10"
     with pytest.raises(FieldTypeError, match="train.epochs=1.50 must be an integer"):

@@ -49,7 +49,8 @@ def check_value(key: str, value: Any, annotation: str, raw: str | None = None) -
     normalised = _normalised(kind, value, raw)
     if normalised is _WRONG:
         shown = shorten(raw.strip()) if raw is not None else show(value)
-        raise FieldTypeError(f"{key}={shown} must be {EXPECTED[kind]}", EXPECTED[kind])
+        unset = " (or null: unset)" if optional else ""
+        raise FieldTypeError(f"{key}={shown} must be {EXPECTED[kind]}{unset}", EXPECTED[kind])
     return normalised
 
 
