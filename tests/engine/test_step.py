@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from supermask import cli
+from supermask.engine.step import StopRequest
 from supermask.errors import EXIT_RESUMABLE
 
 
@@ -31,11 +33,28 @@ def _final(run: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["edge-popup", "bernoulli"])
-def test_a_run_stopped_mid_epoch_again_and_again_ends_bit_identical(method: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_stopped_mid_epoch_again_and_again_ends_bit_identical(
+    method: str, tmp_path: Path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     assert cli.main(["train", *_items(tmp_path, method, "straight")]) == 0
+    # The deadline passes after 1, 4, 2, 7, 3, 5, ... steps of each process (not after a wall-clock time: on
+    # a fast machine a short limit let a process run whole epochs), so that every run stops anywhere in an
+    # epoch, at its end too, however fast the machine.
+    after = itertools.cycle([1, 4, 2, 7, 3, 5, 11, 6])
+    checks = {"left": 0}
+
+    def past_deadline(self: StopRequest) -> bool:
+        if self.deadline is None:
+            return False
+        if checks["left"] <= 0:
+            checks["left"] = next(after)
+        checks["left"] -= 1
+        return checks["left"] == 0
+
+    monkeypatch.setattr(StopRequest, "_past_deadline", past_deadline)
     stops = 0
-    while True:  # a short limit stops each process after a step or a few, anywhere in an epoch
-        code = cli.main(["train", *_items(tmp_path, method, "stopped"), "train.time_limit=0.05"])
+    while True:
+        code = cli.main(["train", *_items(tmp_path, method, "stopped"), "train.time_limit=3600"])
         if code == 0:
             break
         assert code == EXIT_RESUMABLE
@@ -44,7 +63,7 @@ def test_a_run_stopped_mid_epoch_again_and_again_ends_bit_identical(method: str,
         state = torch.load(tmp_path / "stopped" / "train_state.pt", weights_only=True)
         assert "partial" in state or state["epoch"] >= 1
     err = capsys.readouterr().err
-    assert stops >= 3 and "run the same command again to resume it there" in err
+    assert stops >= 5 and "run the same command again to resume it there" in err
     straight, straight_model = _final(tmp_path / "straight")
     stopped, stopped_model = _final(tmp_path / "stopped")
     assert stopped["accuracy"] == straight["accuracy"]
@@ -72,3 +91,12 @@ def test_a_signal_writes_the_state_and_exits_resumable(name: str, tmp_path: Path
     assert "resume it there" in err and "Traceback" not in err
     saved = torch.load(state, weights_only=True)
     assert "partial" in saved and saved["partial"]["step"] >= 1
+
+
+def test_the_time_limit_is_wall_clock_time_from_the_start() -> None:
+    assert StopRequest(None, world=1).reason(1) is None
+    assert StopRequest(3600.0, world=1).reason(1) is None
+    assert StopRequest(0.0, world=1).reason(1) == "train.time_limit reached"
+    late = StopRequest(0.2, world=1)
+    time.sleep(0.25)
+    assert late.reason(7) == "train.time_limit reached"
