@@ -68,6 +68,7 @@ class OptimSection:
     schedule: str = "cosine"  # cosine, constant or exponential (lr * decay_rate ** floor(epoch / decay_epochs))
     decay_rate: float = 0.96  # exponential only
     decay_epochs: float = 10.0  # exponential only: epochs between two decays (staircase)
+    staircase: bool = True  # exponential only: false decays continuously, lr * decay_rate ** (epoch / decay_epochs)
     warmup_epochs: float = 0.0  # a linear warmup up to optim.lr over this many epochs, then the schedule
     label_smoothing: float = 0.0  # cross-entropy label smoothing, in [0, 1)
     # the training loss: cross_entropy (of the logits), or clipped_probabilities: Keras's categorical

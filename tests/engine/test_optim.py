@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -35,6 +36,17 @@ def test_exponential_schedule_is_a_staircase() -> None:
     steps = 10  # per epoch
     lrs = [learning_rate(cfg, s, 1000, steps) for s in (0, 24, 25, 49, 50)]
     assert lrs == [0.05, 0.05, 0.05 * 0.96, 0.05 * 0.96, 0.05 * 0.96**2]
+
+
+def test_exponential_schedule_without_staircase_decays_every_step() -> None:
+    """TensorFlow's ExponentialDecay(staircase=False): lr * rate ** (step / decay_steps)."""
+    items = ["optim.schedule=exponential", "optim.lr=0.05", "optim.decay_rate=0.9", "optim.decay_epochs=2.5"]
+    cfg = load_run_config(None, [*items, "optim.staircase=false"])
+    lrs = [learning_rate(cfg, s, 1000, 10) for s in (0, 1, 12, 25, 37)]
+    assert lrs == [0.05 * 0.9 ** (s / 25) for s in (0, 1, 12, 25, 37)]
+    assert lrs[1] < lrs[0] and lrs[2] > 0.05 * 0.9  # between two stairs it has decayed already
+    with pytest.raises(sm.SupermaskConfigError, match="optim.staircase"):
+        load_run_config(None, [*items, "optim.staircase=sometimes"])
 
 
 def test_sgdw_from_a_config_puts_the_decay_on_the_scores_only() -> None:

@@ -54,14 +54,15 @@ class SGDW(torch.optim.SGD):
 
 
 def learning_rate(cfg: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Linear warm-up for ``warmup_epochs``, then cosine decay to 0, constant, or exponential (staircase)."""
+    """Linear warm-up for ``warmup_epochs``, then cosine decay to 0, constant, or exponential (in steps
+    every ``decay_epochs``, or continuously when ``staircase`` is false)."""
     warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return cfg.optim.lr * (step + 1) / warmup
     if cfg.optim.schedule == "constant":
         return cfg.optim.lr
-    if cfg.optim.schedule == "exponential":  # staircase, as TensorFlow's ExponentialDecay(staircase=True)
-        decays = math.floor((step - warmup) / (cfg.optim.decay_epochs * steps_per_epoch))
-        return cfg.optim.lr * cfg.optim.decay_rate**decays
+    if cfg.optim.schedule == "exponential":  # TensorFlow's ExponentialDecay, staircase or continuous
+        decays = (step - warmup) / (cfg.optim.decay_epochs * steps_per_epoch)
+        return cfg.optim.lr * cfg.optim.decay_rate ** (math.floor(decays) if cfg.optim.staircase else decays)
     progress = (step - warmup) / max(1, total_steps - warmup)
     return cfg.optim.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
