@@ -2,6 +2,7 @@
 # Issue 23: each mask method at its own paper's recipe (configs/papers/<method>/<setting>.yaml), 3 seeds,
 # into results/papers/<target>/runs; resumable (rerun to continue; finished runs are skipped).
 # Usage: experiments/papers.sh TARGET...   Targets: signed-supermask-mnist, signed-supermask-mnist-tf-pipeline,
+#   signed-supermask-mnist-tf-trainer, signed-supermask-mnist-tf-absolute-threshold,
 #   bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4 (100 epochs of CIFAR-10:
 #   hours a seed on a CPU; SEEDS=0 runs one)
 # Env: MNIST_DIR (../shared/data/mnist), CIFAR_DIR (../shared/data/cifar10-jpeg75), THREADS (1), JOBS (1),
@@ -16,6 +17,28 @@ for target in "$@"; do
     signed-supermask-mnist)
       out=results/papers/signed_supermask_mnist
       $SM sweep configs/papers/signed-supermask/mnist_fcn.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
+        train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
+      $SM report "$out/runs" --out "$out"
+      ;;
+    signed-supermask-mnist-tf-trainer)  # the authors' pipeline and the schedule and loss of their last trainer
+      # version (model_trainer.py, read for understanding only): ExponentialDecay with its default rate 0.9,
+      # not staircase, every 10 epochs of the real number of batches, on both lr and weight decay; Keras's
+      # categorical cross-entropy of the model's softmax (clipped probabilities)
+      out=results/papers/signed_supermask_mnist_tf_trainer
+      $SM sweep configs/papers/signed-supermask/mnist_fcn.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
+        data.standardize=per_image data.shuffle=false optim.decay_rate=0.9 optim.staircase=false \
+        optim.decay_epochs=10 optim.loss=clipped_probabilities \
+        train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
+      $SM report "$out/runs" --out "$out"
+      ;;
+    signed-supermask-mnist-tf-absolute-threshold)  # the authors' earlier code (read for understanding
+      # only): its update of each layer's threshold to 0.4 of the largest score never ran (a string compared
+      # with `is`), so every layer kept its default threshold of 0.01 over Xavier scores; the authors'
+      # pipeline, Keras's loss, the recipe's schedule (0.96 every 3,900 steps, staircase)
+      out=results/papers/signed_supermask_mnist_tf_absolute_threshold
+      $SM sweep configs/papers/signed-supermask/mnist_fcn.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
+        data.standardize=per_image data.shuffle=false optim.loss=clipped_probabilities \
+        "supermask.options={threshold: 0.01, score_scale: xavier, relative_threshold: false}" \
         train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
       $SM report "$out/runs" --out "$out"
       ;;
@@ -50,6 +73,6 @@ for target in "$@"; do
         train.bf16="${BF16:-false}" train.progress=lines --out "$out/runs" --jobs "$JOBS"
       $SM report "$out/runs" --out "$out"
       ;;
-    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4)" >&2; exit 2 ;;
+    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, signed-supermask-mnist-tf-trainer, signed-supermask-mnist-tf-absolute-threshold, bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4)" >&2; exit 2 ;;
   esac
 done

@@ -42,6 +42,23 @@ def test_xavier_scores_and_their_relative_threshold() -> None:
         sm.SupermaskConfig(method="signed-supermask", options={"score_scale": "he"})
 
 
+def test_xavier_scores_with_an_absolute_threshold() -> None:
+    """The authors' earlier code: Xavier scores, one threshold for every layer (their default 0.01)."""
+    options = {"threshold": 0.01, "score_scale": "xavier", "relative_threshold": False}
+    cfg = sm.SupermaskConfig(method="signed-supermask", options=options)
+    model = sm.to_supermask(nn.Sequential(nn.Linear(784, 300, bias=False), nn.Linear(300, 10, bias=False)), cfg)
+    for layer, (fan_in, fan_out) in zip((model[0], model[1]), ((784, 300), (300, 10))):
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        s = layer.scores.detach()
+        mask = layer.mask()
+        assert torch.equal(mask, torch.where(s.abs() > 0.01, torch.sign(s), torch.zeros_like(s)))
+        assert abs(float((mask != 0).float().mean()) - (1 - 0.01 / bound)) < 0.05  # 87% and 95% kept
+    with pytest.raises(sm.SupermaskConfigError, match="relative_threshold=false .* needs score_scale=xavier"):
+        sm.SupermaskConfig(method="signed-supermask", options={"relative_threshold": False})
+    with pytest.raises(sm.SupermaskConfigError, match="relative_threshold='no' .* must be a bool"):
+        sm.SupermaskConfig(method="signed-supermask", options={"score_scale": "xavier", "relative_threshold": "no"})
+
+
 def test_xavier_signed_masks_save_and_load_exactly(tmp_path: Path) -> None:
     cfg = sm.SupermaskConfig(method="signed-supermask", options={"score_scale": "xavier"})
     net = lambda: nn.Sequential(nn.Linear(20, 30, bias=False), nn.ELU(), nn.Linear(30, 4, bias=False))  # noqa: E731

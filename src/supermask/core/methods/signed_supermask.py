@@ -26,16 +26,24 @@ class SignedOptions:
     ``init_scale``: scores start uniform on (-init_scale, init_scale) (so the initial density is
     1 - tau / init_scale). ``score_scale="xavier"`` (the authors' recipe): each layer's scores start
     Xavier-uniform, on (-b, b) with b = sqrt(6 / (fan_in + fan_out)), and its threshold is tau * b (a
-    fraction of the largest initial score; ``init_scale`` is then unused)."""
+    fraction of the largest initial score; ``init_scale`` is then unused), or tau itself with
+    ``relative_threshold=False`` (the authors' earlier code, where the update to a fraction never ran
+    and every layer kept its default threshold of 0.01)."""
 
     threshold: float = 0.4
     init_scale: float = 1.0
     score_scale: str = "constant"
+    relative_threshold: bool = True
 
     def __post_init__(self) -> None:
         if self.score_scale not in ("constant", "xavier"):
             raise SupermaskConfigError(
                 f"option score_scale={self.score_scale!r} of method 'signed-supermask' must be constant or xavier"
+            )
+        if not self.relative_threshold and self.score_scale != "xavier":
+            raise SupermaskConfigError(
+                "option relative_threshold=false of method 'signed-supermask' needs score_scale=xavier "
+                "(under score_scale=constant the threshold is absolute already)"
             )
         if not self.threshold > 0:
             raise SupermaskConfigError(f"option threshold={self.threshold} of method 'signed-supermask' must be > 0")
@@ -70,8 +78,9 @@ class SignedSupermask(ThresholdRule):
         return torch.from_numpy(values.astype(np.float32).reshape(shape))
 
     def layer_threshold(self, layer: SupermaskLayer) -> float:
-        """tau, or under ``score_scale="xavier"`` tau times the layer's initial half-width."""
-        if self.options.score_scale == "xavier":
+        """tau, or under ``score_scale="xavier"`` (and ``relative_threshold``) tau times the layer's initial
+        half-width."""
+        if self.options.score_scale == "xavier" and self.options.relative_threshold:
             return self.options.threshold * self._scale(layer.fan_shape())
         return self.options.threshold
 
