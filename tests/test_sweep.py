@@ -136,6 +136,10 @@ def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
     assert out == Path("runs") and runs[0].cfg.supermask.options == {"period": 1}
     with pytest.raises(SupermaskConfigError, match=r"method 'edge-popup' has no option\(s\) \['period'\]"):
         cli._sweep_runs(None, methods, None)  # the whole grid: edge-popup has no such option
+    # a mapping is one value, as a list is (its commas once made a grid of broken halves)
+    options = ["supermask.method=signed-supermask", "supermask.options={threshold: 0.2, score_scale: xavier}"]
+    runs, _ = cli._sweep_runs(None, [*options, "train.seed=0,1"], tmp_path)
+    assert len(runs) == 2 and runs[0].cfg.supermask.options == {"threshold": 0.2, "score_scale": "xavier"}
     # a value with a slash in it makes one folder name, and two values one name cannot tell apart are refused
     assert [r.name for r in cli._sweep_runs(None, ["supermask.target_modules=net/0,net/2"], tmp_path)[0]] == [
         "mlp-edge-popup_target_modules=net_0",

@@ -93,7 +93,7 @@ def _sweep_runs(
     for item in items:
         key, _ = parse_override(item)
         raw = item.partition("=")[2]
-        if "," in raw and not raw.strip().startswith("["):
+        if "," in raw and not raw.strip().startswith(("[", "{")):  # a list or mapping is one value
             values = [v.strip() for v in raw.split(",")]
             if "" in values:
                 raise SupermaskConfigError(f"{item!r} has an empty value: write the values as {key}=a,b,c")
