@@ -36,9 +36,7 @@ for target in "$@"; do
       # with `is`), so every layer kept its default threshold of 0.01 over Xavier scores; the authors'
       # pipeline, Keras's loss, the recipe's schedule (0.96 every 3,900 steps, staircase)
       out=results/papers/signed_supermask_mnist_tf_absolute_threshold
-      $SM sweep configs/papers/signed-supermask/mnist_fcn.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
-        data.standardize=per_image data.shuffle=false optim.loss=clipped_probabilities \
-        "supermask.options={threshold: 0.01, score_scale: xavier, relative_threshold: false}" \
+      $SM sweep configs/papers/signed-supermask/mnist_fcn_authors_code.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
         train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
       $SM report "$out/runs" --out "$out"
       ;;
