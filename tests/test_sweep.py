@@ -12,6 +12,7 @@ import yaml
 
 from supermask import cli
 from supermask.errors import SupermaskConfigError
+from supermask.sweep import grid_values
 from tests.helpers.runs import ENV, run_cli, set_native_bf16
 
 
@@ -140,6 +141,13 @@ def test_sweep_only_runs_a_subset_under_the_whole_grid_names(
     options = ["supermask.method=signed-supermask", "supermask.options={threshold: 0.2, score_scale: xavier}"]
     runs, _ = cli._sweep_runs(None, [*options, "train.seed=0,1"], tmp_path)
     assert len(runs) == 2 and runs[0].cfg.supermask.options == {"threshold": 0.2, "score_scale": "xavier"}
+    mappings = [
+        "supermask.method=signed-supermask",
+        "supermask.options={threshold: 0.2},{threshold: 0.3, init_scale: 2}",
+    ]
+    runs, _ = cli._sweep_runs(None, mappings, tmp_path)  # and several mappings make a grid of them
+    assert [r.cfg.supermask.options for r in runs] == [{"threshold": 0.2}, {"threshold": 0.3, "init_scale": 2}]
+    assert grid_values("[0, 2],[1], 3") == ["[0, 2]", "[1]", "3"]
     # a value with a slash in it makes one folder name, and two values one name cannot tell apart are refused
     assert [r.name for r in cli._sweep_runs(None, ["supermask.target_modules=net/0,net/2"], tmp_path)[0]] == [
         "mlp-edge-popup_target_modules=net_0",

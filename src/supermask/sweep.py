@@ -53,6 +53,22 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def grid_values(raw: str) -> list[str]:
+    """The values of one sweep item, split at the commas outside brackets and braces: ``0.3,0.5`` is two
+    values, ``{threshold: 0.2, score_scale: xavier}`` one mapping, ``[0, 2],[1]`` two lists."""
+    values: list[str] = []
+    depth = start = 0
+    for i, char in enumerate(raw):
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append(raw[start:i].strip())
+            start = i + 1
+    return [*values, raw[start:].strip()]
+
+
 def _parse_only(texts: list[str], axes: list[tuple[str, list[str]]]) -> dict[str, set[str]]:
     """``--only KEY=V[,V...]`` (repeatable): the values of a grid axis to keep, checked against the axes."""
     from supermask.runconfig import parse_override
@@ -62,7 +78,7 @@ def _parse_only(texts: list[str], axes: list[tuple[str, list[str]]]) -> dict[str
     for text in texts:
         key, _, raw = text.partition("=")
         key = key.strip()
-        values = [v.strip() for v in raw.split(",") if v.strip()]
+        values = [v for v in grid_values(raw) if v]
         if "=" not in text or not values:
             raise SupermaskConfigError(f"--only {text!r} must be KEY=VALUE[,VALUE...] (e.g. --only train.seed=2)")
         if key not in varied:
@@ -86,15 +102,15 @@ def _sweep_runs(
     """Every grid point's checked config, grid points of the same experiment (and seed) merged into one.
     ``only`` keeps the grid points whose axes take the given values; run names stay the whole grid's."""
     from supermask.precision import run_precision
-    from supermask.runconfig import experiment_key, load_run_config, parse_override, safe_name
+    from supermask.runconfig import experiment_key, load_run_config, safe_name
 
     axes: list[tuple[str, list[str]]] = []
     fixed: list[str] = []
     for item in items:
-        key, _ = parse_override(item)
-        raw = item.partition("=")[2]
-        if "," in raw and not raw.strip().startswith(("[", "{")):  # a list or mapping is one value
-            values = [v.strip() for v in raw.split(",")]
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        values = grid_values(raw)
+        if len(values) > 1:
             if "" in values:
                 raise SupermaskConfigError(f"{item!r} has an empty value: write the values as {key}=a,b,c")
             axes.append((key, values))
