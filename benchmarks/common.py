@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -68,3 +69,20 @@ def peak_rss() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def add_allocator_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc's allocator as it is (a CPU run reuses freed memory: train.reuse_memory)",
+    )
+
+
+def set_allocator(args: argparse.Namespace) -> str:
+    """As a CPU run does (``train.reuse_memory``), unless ``--default-allocator``: a line saying which."""
+    if args.default_allocator:
+        return "allocator: glibc's default (freed memory returned to the kernel)"
+    from supermask.engine.step import reuse_freed_memory
+
+    return f"allocator: freed memory reused, as in a run ({'on' if reuse_freed_memory() else 'not available here'})"

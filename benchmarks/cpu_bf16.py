@@ -9,7 +9,8 @@ optimiser) and its evaluation forward (batch 1000, no gradient) are timed in one
 The epoch time is estimated from the medians as a CIFAR-10 epoch: 391 training steps + 10 evaluation
 batches (the data pipeline, a few ms per batch as uint8 tensors, is not included). ``--compile`` adds
 ``torch.compile`` variants, ``--channels-last`` variants with the model and its inputs in channels-last
-memory (``train.channels_last=true``). Edge-popup keeps k = 0.5 of signed constant weights.
+memory (``train.channels_last=true``). Edge-popup keeps k = 0.5 of signed constant weights. The process
+reuses freed memory as a CPU run does (``train.reuse_memory``; ``--default-allocator``: glibc's default).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, machine  # noqa: E402
+from common import add_allocator_flag, alternate, machine, set_allocator  # noqa: E402
 
 STEPS_PER_EPOCH, EVAL_BATCHES = 391, 10
 
@@ -80,9 +81,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add torch.compile variants")
     parser.add_argument("--channels-last", action="store_true", help="add channels-last variants")
     parser.add_argument("--json", default=None)
+    add_allocator_flag(parser)
     args = parser.parse_args()
     print(f"# bf16 autocast vs fp32 on this CPU: {machine()}")
-    out: dict = {"machine": machine()}
+    allocator = set_allocator(args)
+    print(f"# {allocator}")
+    out: dict = {"machine": machine(), "allocator": allocator}
     for model_name in args.models.split(","):
         variants = {}
         for method in (None, "edge-popup"):

@@ -9,7 +9,8 @@ edge-popup's step with the code in SRC_DIR (e.g. a git worktree of the commit be
 ``src``): the two versions cannot share a process, so each round runs one child process per version,
 alternating, and the medians of the rounds are compared. ``--bf16`` and ``--channels-last`` time the steps
 as a run does under ``train.bf16=true`` / ``train.channels_last=true`` (bf16 autocast over the forward;
-the model and its inputs in channels-last memory).
+the model and its inputs in channels-last memory). The process reuses freed memory as a CPU run does
+(``train.reuse_memory``); ``--default-allocator`` times it with glibc's default instead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, machine  # noqa: E402
+from common import add_allocator_flag, alternate, machine, set_allocator  # noqa: E402
 
 SHAPES = {"conv4": (3, 32), "conv2": (3, 32), "lenet": (1, 28)}
 
@@ -68,9 +69,9 @@ def make_step(  # type: ignore[no-untyped-def]
     return step
 
 
-def child(model_name: str, reps: int, batch: int) -> None:
+def child(model_name: str, reps: int, batch: int, bf16: bool, channels_last: bool) -> None:
     """One version's edge-popup step, timed alone in this process: prints the median seconds."""
-    step = make_step(model_name, "edge-popup", batch)
+    step = make_step(model_name, "edge-popup", batch, bf16, channels_last)
     print(json.dumps(alternate({"step": step}, reps)["step"]))
 
 
@@ -85,13 +86,15 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast over the forward pass")
     parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_allocator_flag(parser)
     args = parser.parse_args()
-    if args.child:
-        child(args.model, args.reps, args.batch)
+    if args.child:  # the parent set the allocator through the environment (the older version may lack it)
+        child(args.model, args.reps, args.batch, args.bf16, args.channels_last)
         return
     from supermask.core.methods import method_names
 
     print(machine())
+    print(set_allocator(args))
     how = {"bf16": args.bf16, "channels_last": args.channels_last}
     steps = {"dense": make_step(args.model, None, args.batch, **how)}
     chosen = args.methods.split(",") if args.methods else [m for m in method_names() if m != "dense"]
@@ -105,9 +108,12 @@ def main() -> None:
         here = str(Path(__file__).resolve().parents[1] / "src")
         times: dict[str, list[float]] = {"before": [], "now": []}
         cmd = [sys.executable, __file__, "--child", "--model", args.model, "--reps", str(args.reps)]
+        cmd += [flag for flag, on in (("--bf16", args.bf16), ("--channels-last", args.channels_last)) if on]
         for _ in range(args.rounds):
             for label, src in (("before", args.before), ("now", here)):
                 env = {**os.environ, "PYTHONPATH": src}
+                if not args.default_allocator:  # glibc's environment names for what reuse_freed_memory sets
+                    env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**31 - 1))
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
                 times[label].append(float(out.strip().splitlines()[-1]))
         before, now = statistics.median(times["before"]), statistics.median(times["now"])
