@@ -69,10 +69,8 @@ def test_warm_start_resolves_ties_at_the_threshold(monkeypatch: pytest.MonkeyPat
     a = torch.randint(0, 50, (20000,), generator=g).float()
     hint = new_hint()
     band_hits: list[object] = []
-    band_threshold = masks._band_threshold
-    monkeypatch.setattr(
-        masks, "_band_threshold", lambda *args: band_hits.append(band_threshold(*args)) or band_hits[-1]
-    )
+    band_mask = masks._band_mask
+    monkeypatch.setattr(masks, "_band_mask", lambda *args: band_hits.append(band_mask(*args)) or band_hits[-1])
     for step in range(12):
         kept = [10000, 9999, 123, 19999][step % 4]
         warm = topk_mask(a, kept, hint)
@@ -155,6 +153,28 @@ def test_host_selection_handles_half_precision_and_rejects_nan() -> None:
         topk_mask(d, 500, hint)
 
 
+def test_warm_selection_follows_the_rule_wherever_the_threshold_moves_and_refuses_nan_anywhere() -> None:
+    # scores drifting a little (the band hits), jumping (it misses: the cold selection), with ties, inf,
+    # and a NaN placed above, inside or below the previous threshold's band
+    g = torch.Generator().manual_seed(11)
+    for trial in range(40):
+        n = int(torch.randint(2, 3000, (1,), generator=g))
+        a = torch.rand(n, generator=g) if trial % 3 else torch.randint(0, 20, (n,), generator=g).float()
+        hint = new_hint()
+        for step in range(6):
+            kept = int(torch.randint(1, n + 1, (1,), generator=g))
+            assert torch.equal(topk_mask(a, kept, hint), reference_mask(a, kept)), (trial, step, kept)
+            noise = [1e-4, 1e-2, 0.5][step % 3] * torch.randn(n, generator=g)
+            a = (a + (noise * 100).round() if trial % 3 == 0 else a + noise).abs()  # integers: ties stay
+            if step == 3:
+                a[int(torch.randint(0, n, (1,), generator=g))] = float("inf")
+        position = [0.0, 0.5, 0.999][trial % 3]  # below, at, above the last threshold, by rank
+        bad = a.clone()
+        bad[int(torch.argsort(a)[int(position * (n - 1))])] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            topk_mask(bad, max(1, n // 2), hint)
+
+
 @pytest.mark.parametrize("layout", ["float32", "float64", "bfloat16", "channels_last"])
 def test_masked_weight_is_weight_times_mask_in_every_layout(layout: str) -> None:
     g = torch.Generator().manual_seed(6)
@@ -170,6 +190,26 @@ def test_masked_weight_is_weight_times_mask_in_every_layout(layout: str) -> None
     assert out.dtype == w.dtype and torch.equal(out, w * mask)
     out.backward(torch.ones_like(out))
     assert s.grad is not None and torch.equal(s.grad, w * s.detach().sign())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+def test_the_masked_autocast_weight_has_the_bits_of_weight_times_mask(dtype: torch.dtype, layout: str) -> None:
+    # under autocast the cached low-precision weight is masked through the mask's bits: the same bits as
+    # the plain product, the sign of every zero included, in every memory layout
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(8, 4, 3, 3, generator=g)
+    s = torch.randn(8, 4, 3, 3, generator=g, requires_grad=True)
+    mask = s.detach().abs() > 0.5
+    if layout == "channels_last":
+        w, mask = w.contiguous(memory_format=torch.channels_last), mask.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        w, s, mask = w.transpose(0, 1), s.detach().transpose(0, 1).requires_grad_(True), mask.transpose(0, 1)
+    low = w.to(dtype)
+    out = MaskedWeight.apply(w, s, mask, False, low)
+    assert out.dtype == dtype and out.shape == w.shape
+    assert torch.equal(out.view(torch.int16), (low * mask).view(torch.int16))
+    assert not torch.equal(out, low)  # something was masked
 
 
 @pytest.mark.parametrize("fused", [True, False])

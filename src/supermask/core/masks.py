@@ -79,43 +79,63 @@ def kept_count(k: float, n: int) -> int:
 _NUMPY_FLOATS = (torch.float32, torch.float64)
 
 
-def _band_threshold(a: np.ndarray, kept: int, lo: float, hi: float) -> tuple[float, int] | None:
-    """The kept-th largest value of ``a`` and the count of entries >= it, if that value lies in [lo, hi];
-    else None. NaN counts as >= lo (it fails ``a < lo``) but never as >= the threshold, so the caller's
-    count of ``a >= threshold`` falls short of the one returned exactly when ``a`` holds NaN."""
-    at_least_lo = np.logical_not(a < lo)  # not a >= lo: this one holds NaN
-    n_lo = int(np.count_nonzero(at_least_lo))
+def _band_mask(a: np.ndarray, kept: int, lo: float, hi: float) -> tuple[np.ndarray, float] | None:
+    """The mask of the ``kept`` largest entries of ``a`` (ties: lower index) and the kept-th largest value,
+    if that value lies in [lo, hi]; else None (the caller selects another way).
+
+    Two passes over ``a`` (``a < lo``, ``a > hi``) and a few over bytes: the mask is the entries >= lo less
+    the band's entries below the threshold, cleared by index, and the ties at the threshold all lie in the
+    band. NaN fails both comparisons, so it counts as inside the band, where it is found (a few hundred
+    values) and refused; a pass of ``a >= threshold`` and one more count are saved against selecting in the
+    band and then comparing everything again (Conv4's 2.1M-score layer: 4.3 -> 2.0 ms a step, docs/BENCHMARKS.md).
+    """
+    mask = np.logical_not(a < lo)  # a >= lo, and NaN
+    n_lo = int(np.count_nonzero(mask))
     if n_lo < kept:
         return None
-    band = a[np.flatnonzero(at_least_lo & (a <= hi))]  # lo <= a <= hi
-    above = n_lo - band.size  # entries > hi, and NaN
+    in_band = np.logical_not(a > hi)  # a <= hi, and NaN
+    np.logical_and(in_band, mask, out=in_band)
+    where = np.flatnonzero(in_band)  # increasing
+    values = a[where]
+    if np.isnan(values).any():
+        raise NonFiniteScoresError("the scores contain NaN; no mask can be selected (was the learning rate too high?)")
+    above = n_lo - where.size  # entries > hi (inf included)
     if above >= kept:
         return None
-    need = kept - above  # the need-th largest within the band
-    thr = np.partition(band, band.size - need)[band.size - need]  # a scalar of a's dtype
-    return float(thr), above + int(np.count_nonzero(band >= thr))
+    need = kept - above  # the need-th largest within the band: 1 <= need <= band size
+    thr = np.partition(values, values.size - need)[values.size - need]  # a scalar of a's dtype
+    below = values < thr
+    mask[where[below]] = False  # now exactly a >= thr
+    ties = where[values == thr]  # every entry equal to thr is in the band, in increasing index order
+    greater = where.size - int(np.count_nonzero(below)) - ties.size
+    mask[ties[need - greater :]] = False  # ties keep the lower flat indices
+    return mask, float(thr)
 
 
 def _host_topk_mask(a: np.ndarray, kept: int, hint: list[float] | None) -> np.ndarray:
     """:func:`topk_mask` on the host, in NumPy (its comparisons, counts and selection are several
     times faster than the same PyTorch CPU operations on bool tensors, measured in docs/BENCHMARKS.md)."""
-    found: tuple[float, int] | None = None
+    found: tuple[np.ndarray, float] | None = None
     if hint is not None and hint[0] == hint[0]:
         width = max(16.0 * hint[1], 1e-6 * abs(hint[0]), 1e-12)
         for scale in (1.0, 64.0):  # a narrow band first, then a wide one, then the full quickselect
-            found = _band_threshold(a, kept, hint[0] - width * scale, hint[0] + width * scale)
+            found = _band_mask(a, kept, hint[0] - width * scale, hint[0] + width * scale)
             if found is not None:
                 break
-    thr = found[0] if found is not None else float(np.partition(a, a.size - kept)[a.size - kept])  # O(n)
-    mask = a >= thr
-    count = int(np.count_nonzero(mask))
-    # fewer than kept (cold), or fewer than the band counted (warm): only NaN compares false both ways
-    if count < kept or (found is not None and count != found[1]):
-        raise NonFiniteScoresError("the scores contain NaN; no mask can be selected (was the learning rate too high?)")
-    extra = count - kept  # > 0 only when entries tie with the threshold
-    if extra > 0:
-        ties = np.flatnonzero(a == thr)
-        mask[ties[ties.size - extra :]] = False  # ties keep the lower flat indices
+    if found is not None:
+        mask, thr = found
+    else:
+        thr = float(np.partition(a, a.size - kept)[a.size - kept])  # O(n)
+        mask = a >= thr
+        count = int(np.count_nonzero(mask))
+        if count < kept:  # only NaN compares false both ways
+            raise NonFiniteScoresError(
+                "the scores contain NaN; no mask can be selected (was the learning rate too high?)"
+            )
+        extra = count - kept  # > 0 only when entries tie with the threshold
+        if extra > 0:
+            ties = np.flatnonzero(a == thr)
+            mask[ties[ties.size - extra :]] = False  # ties keep the lower flat indices
     if hint is not None:
         if hint[0] == hint[0]:
             hint[1] = abs(thr - hint[0])
@@ -183,6 +203,10 @@ def new_hint() -> list[float]:
     return [float("nan"), 0.0]
 
 
+#: the bits of 1.0 in the 16-bit float dtypes, as int16
+_ONE_BITS = {torch.bfloat16: 0x3F80, torch.float16: 0x3C00}
+
+
 class MaskedWeight(torch.autograd.Function):
     """``weight * mask`` forward; straight-through backward to the scores.
 
@@ -204,6 +228,12 @@ class MaskedWeight(torch.autograd.Function):
             # same values as masking in fp32 and letting autocast cast (x * 0 and x * 1 are exact), one
             # weight-sized cast fewer each way; the gradient arrives in that dtype and is promoted below
             # exactly as autocast's cast would have.
+            ones = _ONE_BITS.get(weight_low.dtype)
+            if ones is not None and mask.dtype == torch.bool and weight_low.device.type == "cpu":
+                # bool * bf16 goes through a slow type promotion on the CPU (1.36 ms over Conv4's 2.1M
+                # weights); the mask as 0/1 in the weight's dtype, built through its bits, and a same-dtype
+                # multiply: 0.64 ms, the same values
+                mask = mask.view(torch.uint8).to(torch.int16).mul_(ones).view(weight_low.dtype)
             return weight_low * mask
         if (
             weight.device.type == "cpu"
