@@ -4,7 +4,7 @@
 # Usage: experiments/papers.sh TARGET...   Targets: signed-supermask-mnist, signed-supermask-mnist-tf-pipeline,
 #   signed-supermask-mnist-tf-trainer, signed-supermask-mnist-tf-absolute-threshold,
 #   bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4 (100 epochs of CIFAR-10:
-#   hours a seed on a CPU; SEEDS=0 runs one)
+#   hours a seed on a CPU; SEEDS=0 runs one), iterand-cifar10-conv6 (IteRand, then edge-popup: 100 epochs each)
 # Env: MNIST_DIR (../shared/data/mnist), CIFAR_DIR (../shared/data/cifar10-jpeg75), THREADS (1), JOBS (1),
 #   SEEDS (0,1,2), BF16 (false: fp32; auto: bf16 where the CPU has it, recorded per epoch).
 set -euo pipefail
@@ -71,6 +71,18 @@ for target in "$@"; do
         train.bf16="${BF16:-false}" train.progress=lines --out "$out/runs" --jobs "$JOBS"
       $SM report "$out/runs" --out "$out"
       ;;
-    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, signed-supermask-mnist-tf-trainer, signed-supermask-mnist-tf-absolute-threshold, bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4)" >&2; exit 2 ;;
+    iterand-cifar10-conv6)  # IteRand and edge-popup at the same k, recipe and seed (Chijiwa et al.'s claim),
+      # CIFAR-10 (JPEG-75 rebuild), 100 epochs each; bf16 where the CPU has it (recorded per epoch)
+      out=results/papers/iterand_cifar10_conv6
+      for method in "supermask.method=iterand" "supermask.method=edge-popup supermask.options={}"; do
+        # shellcheck disable=SC2086  # $method: one or two overrides
+        $SM sweep configs/papers/iterand/cifar10_conv6.yaml data.name=cifar10-jpeg75 \
+          data.root="${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" $method \
+          train.seed="$SEEDS" train.threads="$THREADS" train.bf16="${BF16:-auto}" train.progress=lines \
+          --out "$out/runs" --jobs "$JOBS"
+      done
+      $SM report "$out/runs" --out "$out"
+      ;;
+    *) echo "unknown target $target (signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, signed-supermask-mnist-tf-trainer, signed-supermask-mnist-tf-absolute-threshold, bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4, iterand-cifar10-conv6)" >&2; exit 2 ;;
   esac
 done
