@@ -129,12 +129,14 @@ def test_a_multi_task_run_uses_and_records_the_precision(tmp_path: Path, monkeyp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["edge-popup", "threshold", "signed-supermask", "bernoulli"])
 @pytest.mark.parametrize("model_name", ["conv2", "fc"])
 def test_masking_the_cached_cast_is_bit_identical_to_casting_the_masked_weight(
-    model_name: str, monkeypatch: pytest.MonkeyPatch
+    model_name: str, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under autocast the layer masks a cached bf16 copy of its frozen weight; training must be exactly as
-    when autocast casts the fp32 masked weight (the path without the cache)."""
+    """Under autocast the layer masks a cached bf16 copy of its frozen weight (the fused edge-popup-style
+    rule, the threshold rules' plain straight-through with -1/0/1 masks, Bernoulli's sampled mask); training
+    must be exactly as when autocast casts the fp32 masked weight (the path without the cache)."""
     from supermask.core.layers import SupermaskLayer
 
     def run(cached: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -143,7 +145,8 @@ def test_masking_the_cached_cast_is_bit_identical_to_casting_the_masked_weight(
         torch.manual_seed(0)
         shape = {"conv2": (3, 32), "fc": (1, 28)}[model_name]
         model = to_supermask(
-            create(model_name, num_classes=10, in_channels=shape[0], image_size=shape[1]), SupermaskConfig(k=0.3)
+            create(model_name, num_classes=10, in_channels=shape[0], image_size=shape[1]),
+            SupermaskConfig(k=0.3, method=method),
         )
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
         g = torch.Generator().manual_seed(1)

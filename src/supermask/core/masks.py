@@ -207,6 +207,19 @@ def new_hint() -> list[float]:
 _ONE_BITS = {torch.bfloat16: 0x3F80, torch.float16: 0x3C00}
 
 
+def mask_in(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """``mask`` (bool, or a float mask's -1/0/1) ready to multiply a ``dtype`` weight, exactly: a bool mask
+    on the CPU becomes a 16-bit float one through the bits of 1.0, since PyTorch's bool-to-bf16 conversion
+    (and a bool * bf16 multiply's promotion) is slow there (1.0-1.4 ms over Conv4's 2.1M weights, against
+    0.17 ms); a float mask is converted (exact for -1, 0, 1); a bool mask elsewhere is left to the multiply."""
+    ones = _ONE_BITS.get(dtype)
+    if mask.dtype == torch.bool:
+        if ones is not None and mask.device.type == "cpu":
+            return mask.view(torch.uint8).to(torch.int16).mul_(ones).view(dtype)
+        return mask
+    return mask.to(dtype)
+
+
 class MaskedWeight(torch.autograd.Function):
     """``weight * mask`` forward; straight-through backward to the scores.
 
@@ -228,13 +241,7 @@ class MaskedWeight(torch.autograd.Function):
             # same values as masking in fp32 and letting autocast cast (x * 0 and x * 1 are exact), one
             # weight-sized cast fewer each way; the gradient arrives in that dtype and is promoted below
             # exactly as autocast's cast would have.
-            ones = _ONE_BITS.get(weight_low.dtype)
-            if ones is not None and mask.dtype == torch.bool and weight_low.device.type == "cpu":
-                # bool * bf16 goes through a slow type promotion on the CPU (1.36 ms over Conv4's 2.1M
-                # weights); the mask as 0/1 in the weight's dtype, built through its bits, and a same-dtype
-                # multiply: 0.64 ms, the same values
-                mask = mask.view(torch.uint8).to(torch.int16).mul_(ones).view(weight_low.dtype)
-            return weight_low * mask
+            return weight_low * mask_in(mask, weight_low.dtype)
         if (
             weight.device.type == "cpu"
             and weight.dtype in _NUMPY_FLOATS
@@ -278,11 +285,15 @@ class StraightThrough(torch.autograd.Function):
     of |score| (threshold masks: Piggyback, Zhao et al.; signed supermasks). The weight gets no gradient."""
 
     @staticmethod
-    def forward(ctx, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, weight: Tensor, scores: Tensor, mask: Tensor, weight_low: Tensor | None = None
+    ) -> Tensor:
         ctx.save_for_backward(weight)
+        if weight_low is not None:  # under autocast, as MaskedWeight: the cached cast masked (exact: -1/0/1)
+            return weight_low * mask_in(mask, weight_low.dtype)
         return weight * mask
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None, None]:  # type: ignore[override]
         (weight,) = ctx.saved_tensors
-        return None, grad * weight, None
+        return None, grad * weight, None, None

@@ -261,6 +261,9 @@ class ThresholdRule(MaskMethod):
         return scores  # the mask follows the score itself, not |score|
 
     def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
+        low = layer.autocast_weight()  # under autocast: the cached cast, masked in its dtype
+        if low is not None:
+            return StraightThrough.apply(weight, scores, mask, low)
         return StraightThrough.apply(weight, scores, mask.to(weight.dtype))
 
 

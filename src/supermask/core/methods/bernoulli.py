@@ -70,9 +70,9 @@ class Bernoulli(MaskMethod):
         return torch.sigmoid(scores)
 
     def effective_weight(self, layer: SupermaskLayer, weight: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
+        if self.options.rescale == "none":  # under autocast: the cached cast masked (rescaled, it stays fp32)
+            return MaskedWeight.apply(weight, scores, mask, True, layer.autocast_weight())
         masked = MaskedWeight.apply(weight, scores, mask, True)
-        if self.options.rescale == "none":
-            return masked
         kept = mask.sum(dtype=torch.float32)
         if torch.is_grad_enabled() and scores.requires_grad:  # the kept count's gradient: that of sum(sigmoid(s))
             p = torch.sigmoid(scores)
