@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import statistics
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -366,8 +367,8 @@ def render_curves(
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    where = f" on {'/'.join(devices)}" if devices else ""
-    ax.set_title(f"{title}{where}", fontsize=9)
+    where = f" on {', '.join(devices)}" if devices else ""
+    ax.set_title(textwrap.fill(f"{title}{where}", width=95), fontsize=9)  # several hosts: wrapped, not cut
     fig.tight_layout()
     return _png(fig)
 
