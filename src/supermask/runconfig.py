@@ -94,7 +94,7 @@ class TrainSection:
     deterministic: bool = False  # deterministic algorithms and a fixed thread count: bit-identical reruns
     threads: int | None = None  # CPU threads (torch.set_num_threads); None: PyTorch's default
     # CPU runs on Linux: the allocator keeps freed memory for the next step instead of returning it to the
-    # kernel (13-30% faster steps; the process's memory stays at its peak): supermask.engine.step.reuse_freed_memory
+    # kernel (fp32 epochs 12% faster; the process's memory stays at its peak): supermask.engine.step.reuse_freed_memory
     reuse_memory: bool = True
     max_steps: int | None = None  # stop an epoch early (for smoke tests); None: whole epochs
     # seconds this process may train: then (or at SIGTERM / SIGUSR1) the run writes its state, mid-epoch

@@ -87,7 +87,7 @@ def _band_mask(a: np.ndarray, kept: int, lo: float, hi: float) -> tuple[np.ndarr
     the band's entries below the threshold, cleared by index, and the ties at the threshold all lie in the
     band. NaN fails both comparisons, so it counts as inside the band, where it is found (a few hundred
     values) and refused; a pass of ``a >= threshold`` and one more count are saved against selecting in the
-    band and then comparing everything again (Conv4's 2.1M-score layer: 4.3 -> 2.0 ms a step, docs/BENCHMARKS.md).
+    band and then comparing everything again (Conv4's 2.1M-score layer: 3.0-3.4 -> 2.5 ms, docs/BENCHMARKS.md).
     """
     mask = np.logical_not(a < lo)  # a >= lo, and NaN
     n_lo = int(np.count_nonzero(mask))

@@ -57,8 +57,8 @@ def reuse_freed_memory() -> bool:
     """Make glibc's allocator keep the memory a process frees for its next allocations (no ``mmap`` for
     large blocks, no trimming of the heap), instead of handing it back to the kernel and faulting it in
     again, page by page, on the next step. A CPU training step frees and reallocates its activations and
-    gradients every step: by default that cost 10,000-50,000 page faults a step on Conv4 (batch 128) and
-    a 13-30% slower step (docs/BENCHMARKS.md). The process's memory then stays at its peak. A process-wide
+    gradients every step: by default that cost 10,000-50,000 page faults a step on Conv4 (batch 128);
+    an fp32 epoch ran 12% slower for it, a bf16 one about the same (docs/BENCHMARKS.md). The process's memory then stays at its peak. A process-wide
     setting that lasts for the process (glibc cannot return to its adaptive default). True where it took
     effect: Linux with glibc; elsewhere it does nothing."""
     if not sys.platform.startswith("linux"):
