@@ -224,3 +224,26 @@ def test_channels_last_is_auto_on_cpus_and_recorded(tmp_path: Path, capsys: pyte
     assert experiment_key(load_run_config(None, ["train.channels_last=false"]).to_dict()) == experiment_key(
         load_run_config(None, []).to_dict()
     )
+
+
+def test_eval_draws_average_random_eval_masks_from_the_runs_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_native_bf16(monkeypatch, True)  # the run's precision is repeated for every draw
+    result = train(cfg_for(tmp_path, "supermask.method=bernoulli", "train.bf16=auto"), **QUIET)
+    assert cli.main(["eval", str(tmp_path / "r"), "--json", "--draws", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["precision"] == "bf16" and out["checkpoint"].endswith("train_state.pt")
+    assert out["draws"][0] == result["accuracy"]  # draw 0 is the mask the run evaluated and exported
+    assert len(set(out["draws"])) > 1  # other draws are other masks
+    assert out["accuracy"] == pytest.approx(sum(out["draws"]) / 4)
+    assert out["accuracy_std"] > 0
+    assert cli.main(["eval", str(tmp_path / "r"), "--draws", "2"]) == 0
+    assert "mean ± std of 2 draws of the mask; draw 0, the run's own" in capsys.readouterr().out
+    assert cli.main(["eval", str(tmp_path / "r" / "supermask"), "--draws", "2"]) == 2  # masks only
+    assert "every draw is the same mask" in capsys.readouterr().err
+    assert cli.main(["eval", str(tmp_path / "r"), "--draws", "0"]) == 2
+    assert "--draws 0: give a number of mask draws >= 1" in capsys.readouterr().err
+    train(cfg_for(tmp_path, "train.run_name=e"), **QUIET)  # edge-popup: one deterministic mask
+    assert cli.main(["eval", str(tmp_path / "e"), "--draws", "3"]) == 2
+    assert "has one deterministic eval mask" in capsys.readouterr().err

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from supermask.core.checkpoint import compact_state_dict, load, read_checkpoint, save  # noqa: E402
 from supermask.core.config import SupermaskConfig  # noqa: E402
 from supermask.core.convert import apply_conversion, to_supermask  # noqa: E402
-from supermask.core.inspection import get_config, merge, set_k, silent_outputs, sparsity_report  # noqa: E402
+from supermask.core.inspection import get_config, merge, set_eval_draw, set_k, silent_outputs, sparsity_report  # noqa: E402
 from supermask.core.layers import SupermaskConv, SupermaskLayer, SupermaskLinear, supermask_layers  # noqa: E402
 from supermask.core.masks import kept_count  # noqa: E402
 from supermask.core.targets import ConversionPlan, ConversionReport, plan_conversion  # noqa: E402
@@ -44,6 +44,7 @@ __all__ = [
     "merge",
     "read_checkpoint",
     "save",
+    "set_eval_draw",
     "set_k",
     "set_task",
     "silent_outputs",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -15,6 +16,7 @@ from supermask.errors import (
     RunBusyError,
     RunInterrupted,
     StorageError,
+    SupermaskConfigError,
     SupermaskError,
 )
 from supermask.fileio import read_json
@@ -51,12 +53,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from supermask.core.inspection import set_eval_draw
     from supermask.data import DATASETS, describe
     from supermask.precision import configured_device
     from supermask.runconfig import check_device
     from supermask.train import build_data, evaluate, load_run, root_ignored
 
-    model, cfg, path = load_run(args.path, args.trust_model_code, args.model)
+    if args.draws < 1:
+        raise SupermaskConfigError(f"--draws {args.draws}: give a number of mask draws >= 1")
+    model, cfg, path = load_run(args.path, args.trust_model_code, args.model, with_scores=args.draws > 1)
+    if args.draws > 1:
+        set_eval_draw(model, 0)  # a clear error before any data is read where draws cannot differ
     if cfg.data.split_tasks > 1:
         raise SupermaskError(
             f"{path} is a run over {cfg.data.split_tasks} tasks: its result.json holds the accuracy of each task and "
@@ -74,10 +81,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model = model.to(device)
     if channels_last:  # the layout the run evaluated in: its last bits, and so its accuracy, repeat
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    metrics = evaluate(model, test_loader, device, precision == "bf16")
-    out = {
-        "accuracy": metrics["accuracy"],
-        "loss": metrics["loss"],
+    runs = []
+    for draw in range(args.draws):  # draw 0: the mask the run evaluated and exported
+        if args.draws > 1:
+            set_eval_draw(model, draw)
+        runs.append(evaluate(model, test_loader, device, precision == "bf16"))
+    metrics = runs[0]
+    out: dict[str, Any] = {
+        "accuracy": statistics.fmean(r["accuracy"] for r in runs),
+        "loss": statistics.fmean(r["loss"] for r in runs),
         "examples": metrics["examples"],
         "dataset": describe(cfg.data.name),
         "split": "test",
@@ -86,10 +98,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "precision": precision,
         "channels_last": channels_last,
     }
+    if args.draws > 1:
+        out["draws"] = [r["accuracy"] for r in runs]
+        out["accuracy_std"] = statistics.stdev(out["draws"])
     if note:
         print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(out))
+    elif args.draws > 1:
+        print(
+            f"accuracy {out['accuracy']:.4f} ± {out['accuracy_std']:.4f} (mean ± std of {args.draws} draws of the mask; "
+            f"draw 0, the run's own: {out['draws'][0]:.4f}) on {out['dataset']} {out['split']} "
+            f"({out['examples']} examples, {precision})"
+        )
     else:
         print(
             f"accuracy {out['accuracy']:.4f} on {out['dataset']} {out['split']} ({out['examples']} examples, {precision})"
@@ -126,9 +147,9 @@ def _eval_precision(wanted: str, path: Path, cfg: Any, device: Any) -> tuple[str
 
 def _result_file(path: Path) -> Path:
     """The ``result.json`` of the run that ``path`` (a run directory or its exported checkpoint) holds."""
-    from supermask.train import EXPORT
+    from supermask.train import EXPORT, TRAIN_STATE
 
-    return path.parent / "result.json" if path.name == EXPORT else path / "result.json"
+    return path.parent / "result.json" if path.name in (EXPORT, TRAIN_STATE) else path / "result.json"
 
 
 def _eval_channels_last(path: Path, cfg: Any, device: Any) -> bool:
@@ -239,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("run", "fp32", "bf16"),
         default="run",
         help="compute in the precision the run was evaluated in (default), or in fp32 or bf16",
+    )
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        metavar="N",
+        help="where the eval mask is a random draw (bernoulli): the mean and std of the accuracy over draws "
+        "0..N-1 (Zhou et al.: 10), from the run's last scores (train_state.pt)",
     )
     _add_trust_options(p)
     p.set_defaults(func=_cmd_eval)

@@ -113,9 +113,11 @@ def generate_scores(
     return torch.from_numpy(values.astype(np.float32, copy=False).reshape(shape))
 
 
-def generate_uniform(name: str, shape: tuple[int, ...], cfg: SupermaskConfig) -> torch.Tensor:
-    """The fixed uniforms (float64, CPU) of layer ``name``'s bernoulli eval draw."""
-    key = rng.derive_key("bernoulli-eval", cfg.seed, name, tuple(shape))
+def generate_uniform(name: str, shape: tuple[int, ...], cfg: SupermaskConfig, draw: int = 0) -> torch.Tensor:
+    """The fixed uniforms (float64, CPU) of layer ``name``'s bernoulli eval draw number ``draw`` (0: the
+    draw runs evaluate and checkpoints store; others: independent draws, see :func:`supermask.set_eval_draw`)."""
+    parts: tuple[object, ...] = ("bernoulli-eval", cfg.seed, name, tuple(shape))
+    key = rng.derive_key(*parts) if draw == 0 else rng.derive_key(*parts, "draw", draw)
     return torch.from_numpy(rng.random_uniform(key, math.prod(shape)).reshape(shape))
 
 

@@ -1,5 +1,5 @@
 """What a converted model is asked, and what changes it after conversion: its layers and config,
-``set_k``, sparsity and silent-output reports, and ``merge`` back into a plain model."""
+``set_k``, ``set_eval_draw``, sparsity and silent-output reports, and ``merge`` back into a plain model."""
 
 from __future__ import annotations
 
@@ -53,6 +53,24 @@ def set_k(model: nn.Module, k: float) -> None:
             with torch.no_grad():
                 layer.base_layer.weight.copy_(rebuilt[name])
     cfg.k = k
+
+
+def set_eval_draw(model: nn.Module, draw: int) -> None:
+    """Make the eval mask random draw number ``draw`` (>= 0), where the method's eval mask is one random
+    draw among many (``bernoulli`` with ``bernoulli_eval="sample"``). Draw 0 is the one a run evaluates and
+    a checkpoint stores; averaging the accuracy over draws 0 .. N-1 is Zhou et al.'s protocol (N = 10),
+    ``supermask eval RUN --draws N``. ``save`` stores the draw in use. Training masks are unaffected.
+    A clear error where every draw would be the same mask (a deterministic method, or a checkpoint loaded
+    without its scores)."""
+    if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
+        raise SupermaskConfigError(f"draw={draw!r} is not valid: a draw is an integer >= 0 (0: the run's own)")
+    get_config(model)
+    layers = [layer for _, layer in supermask_layers(model)]
+    if not layers:
+        raise SupermaskConfigError("this model has no converted layers: there is no mask to draw")
+    method = layers[0].method
+    method.check_eval_draws(layers)
+    method.eval_draw = draw
 
 
 def sparsity_report(model: nn.Module) -> dict[str, Any]:

@@ -187,13 +187,17 @@ def export(
 
 
 def load_run(
-    path: str | os.PathLike[str], trust_model_code: bool = False, model_name: str | None = None
+    path: str | os.PathLike[str],
+    trust_model_code: bool = False,
+    model_name: str | None = None,
+    with_scores: bool = False,
 ) -> tuple[nn.Module, RunConfig, Path]:
     """The trained model of a run directory or of an exported checkpoint directory. A model of one's own
     that it names (``package.module:callable``) is built only with ``trust_model_code`` or when
-    ``model_name`` names it too (see :func:`supermask.runconfig.trust_model`)."""
+    ``model_name`` names it too (see :func:`supermask.runconfig.trust_model`). ``with_scores``: a run
+    directory's model comes from its training state (its last epoch's scores), not its export (masks only)."""
     p = Path(path)
-    if (p / EXPORT / checkpoint.CONFIG_FILE).is_file():
+    if (p / EXPORT / checkpoint.CONFIG_FILE).is_file() and not (with_scores and (p / TRAIN_STATE).is_file()):
         p = p / EXPORT
     in_progress = not (p / checkpoint.CONFIG_FILE).is_file() and (p / TRAIN_STATE).is_file()
     if in_progress:  # an unfinished run: its last epoch's training checkpoint

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -67,3 +69,58 @@ def test_dynamic_rescaling_keeps_the_weight_mass_and_its_gradient_reaches_the_sc
     assert torch.allclose(actual, expected, rtol=1e-5, atol=1e-7)
     with pytest.raises(sm.SupermaskConfigError, match="rescale"):
         sm.SupermaskConfig(method="bernoulli", options={"rescale": "static"})
+
+
+def _bernoulli_model(**config: object) -> nn.Module:
+    m = nn.Sequential(nn.Linear(60, 40), nn.ReLU(), nn.Linear(40, 10))
+    cfg = supermask.SupermaskConfig(method="bernoulli", score_init="uniform", seed=5, **config)  # type: ignore[arg-type]
+    supermask.to_supermask(m, cfg)
+    return m.eval()
+
+
+def test_eval_draws_are_independent_fixed_draws_and_draw_0_is_the_runs() -> None:
+    m = _bernoulli_model()
+    layers = [layer for _, layer in supermask.supermask_layers(m)]
+    own = [layer.mask().clone() for layer in layers]
+    supermask.set_eval_draw(m, 3)
+    third = [layer.mask().clone() for layer in layers]
+    assert all(not torch.equal(a, b) for a, b in zip(own, third))  # the cache follows the draw
+    for layer, mask in zip(layers, third):  # each draw is distributed like the training masks
+        p = torch.sigmoid(layer.scores.detach().double())
+        assert abs(mask.double().mean().item() - p.mean().item()) < 0.03
+    other = _bernoulli_model()
+    supermask.set_eval_draw(other, 3)  # fixed by seed, layer and draw number, not by torch's RNG
+    assert all(torch.equal(layer.mask(), mask) for (_, layer), mask in zip(supermask.supermask_layers(other), third))
+    supermask.set_eval_draw(m, 0)
+    assert all(torch.equal(layer.mask(), mask) for layer, mask in zip(layers, own))
+    m.train()
+    torch.manual_seed(0)
+    assert not torch.equal(layers[0].mask(), third[0])  # training still draws anew
+
+
+def test_eval_draws_are_refused_where_every_draw_is_the_same_mask(tmp_path: Path) -> None:
+    for bad in (-1, 1.0, True, "2"):
+        with pytest.raises(sm.SupermaskConfigError, match="a draw is an integer >= 0"):
+            supermask.set_eval_draw(_bernoulli_model(), bad)  # type: ignore[arg-type]
+    with pytest.raises(sm.SupermaskConfigError, match="bernoulli_eval='threshold' gives one deterministic"):
+        supermask.set_eval_draw(_bernoulli_model(bernoulli_eval="threshold"), 1)
+    edge = nn.Sequential(nn.Linear(60, 40))
+    supermask.to_supermask(edge, supermask.SupermaskConfig(k=0.5))
+    with pytest.raises(sm.SupermaskConfigError, match="'edge-popup' has one deterministic eval mask"):
+        supermask.set_eval_draw(edge, 1)
+    m = _bernoulli_model()
+    supermask.save(m, tmp_path / "masks")  # masks only: the loaded scores select that one mask
+    loaded = nn.Sequential(nn.Linear(60, 40), nn.ReLU(), nn.Linear(40, 10))
+    supermask.load(tmp_path / "masks", loaded)
+    with pytest.raises(sm.SupermaskConfigError, match="every draw is the same mask"):
+        supermask.set_eval_draw(loaded, 1)
+    supermask.save(m, tmp_path / "scores", include_scores=True)
+    loaded = nn.Sequential(nn.Linear(60, 40), nn.ReLU(), nn.Linear(40, 10))
+    supermask.load(tmp_path / "scores", loaded)
+    loaded.eval()
+    supermask.set_eval_draw(loaded, 1)
+    supermask.set_eval_draw(m, 1)
+    assert all(
+        torch.equal(a.mask(), b.mask())
+        for (_, a), (_, b) in zip(supermask.supermask_layers(loaded), supermask.supermask_layers(m))
+    )

@@ -89,6 +89,8 @@ class MaskMethod:
     def __init__(self, config: SupermaskConfig) -> None:
         self.config = config
         self.options: Any = parse_options(self, config.options)
+        #: which random draw the eval mask is, where it is one (:meth:`check_eval_draws`); 0: the run's own
+        self.eval_draw = 0
 
     def why_layers_do_not_keep_k(self) -> str:
         """Why a layer may keep another fraction than k during training ("" when every layer keeps k, the
@@ -126,6 +128,14 @@ class MaskMethod:
     def traced_mask(self, layer: SupermaskLayer) -> Tensor:
         """The mask with device-side operations only, traced into ``torch.compile`` graphs on accelerators."""
         raise NotImplementedError
+
+    def check_eval_draws(self, layers: list[SupermaskLayer]) -> None:
+        """Raise :class:`SupermaskConfigError` unless the eval mask is one random draw among many different
+        ones, so that :func:`supermask.set_eval_draw` chooses another (Zhou et al. average 10)."""
+        raise SupermaskConfigError(
+            f"method {self.name!r} has one deterministic eval mask: there are no other draws of it "
+            "(draws apply to a random eval mask: method 'bernoulli' with bernoulli_eval='sample')"
+        )
 
     def cache_key(self, layer: SupermaskLayer) -> tuple[Any, ...]:
         """What the deterministic mask depends on besides the scores and k (e.g. a pruned state)."""

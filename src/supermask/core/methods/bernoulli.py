@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -52,8 +52,29 @@ class Bernoulli(MaskMethod):
         assert scores is not None
         if self.config.bernoulli_eval == "threshold":
             return scores.detach() > 0
-        u = generate_uniform(layer.layer_name, tuple(scores.shape), self.config).to(scores.device)
+        u = generate_uniform(layer.layer_name, tuple(scores.shape), self.config, self.eval_draw).to(scores.device)
         return u < torch.sigmoid(scores.detach().double())
+
+    def cache_key(self, layer: SupermaskLayer) -> tuple[Any, ...]:
+        return (self.eval_draw,)
+
+    def check_eval_draws(self, layers: list[SupermaskLayer]) -> None:
+        if self.config.bernoulli_eval != "sample":
+            raise SupermaskConfigError(
+                f"bernoulli_eval={self.config.bernoulli_eval!r} gives one deterministic eval mask (sigmoid(score) > "
+                "0.5): there are no other draws of it; convert with bernoulli_eval='sample' for random draws"
+            )
+        for layer in layers:
+            scores = layer.scores
+            assert scores is not None
+            p = torch.sigmoid(scores.detach().double())
+            if not bool(((p == 0) | (p == 1)).all()):
+                return
+        raise SupermaskConfigError(
+            "every keep probability sigmoid(score) is exactly 0 or 1, so every draw is the same mask (a checkpoint "
+            "saved without its scores holds one mask only): evaluate the run directory (its train_state.pt holds the "
+            "scores), or save with include_scores=True"
+        )
 
     def sample(self, layer: SupermaskLayer) -> Tensor:
         scores = layer.scores
