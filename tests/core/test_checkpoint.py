@@ -363,6 +363,35 @@ def test_load_generates_each_weight_once_and_no_initial_scores(saved: Path, monk
     assert calls == {"weights": 2, "scores": 0}  # two converted layers, each generated once
 
 
+def test_load_rebuilds_each_layers_scores_once_and_every_model_owns_its_own(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dry run's rebuilt scores become the model's (no second set, no copy), yet two loads of one
+    checkpoint share nothing: training one leaves the other's scores and masks as saved."""
+    from supermask.core.methods.edge_popup import EdgePopup
+
+    calls = []
+    real = EdgePopup.scores_for
+
+    def counted(self, layer, mask):  # type: ignore[no-untyped-def]
+        calls.append(layer.layer_name)
+        return real(self, layer, mask)
+
+    monkeypatch.setattr(EdgePopup, "scores_for", counted)
+    a, b = supermask.load(saved, fresh()), supermask.load(saved, fresh())
+    assert sorted(calls) == ["0", "0", "3", "3"]  # once per layer and load, not again in the real run
+    layers_a, layers_b = supermask.supermask_layers(a), supermask.supermask_layers(b)
+    pointers = {layer.scores.data_ptr() for _, layer in layers_a + layers_b}
+    assert len(pointers) == 4
+    masks = [layer.mask().clone() for _, layer in layers_b]
+    optimizer = torch.optim.SGD([p for p in a.parameters() if p.requires_grad], lr=10.0)
+    a.train()
+    a(torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))).square().sum().backward()
+    optimizer.step()
+    assert all(torch.equal(layer.mask(), m) for (_, layer), m in zip(layers_b, masks))
+    assert not all(torch.equal(layer.mask(), m) for (_, layer), m in zip(layers_a, masks))
+
+
 @pytest.mark.parametrize("method", ["edge-popup", "iterand", "edge-popup-global", "biprop"])
 def test_the_cheap_mask_check_agrees_with_selecting_again(method: str) -> None:
     """load's check that a mask is what the config selects: where a method answers by a count

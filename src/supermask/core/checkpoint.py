@@ -610,6 +610,9 @@ def _load_masks(
                     continue
                 method = layer.method
                 key = _task_key(name, task, cfg.tasks)
+                if not dry_run and key in prepared.scores:  # the dry run checked this mask on an identical model
+                    _adopt(layer.scores, prepared.scores[key])
+                    continue
                 packed = tensors.get(f"mask/{key}")
                 if packed is None:
                     raise CheckpointError(f"the checkpoint has no mask for layer {key!r}")
@@ -638,10 +641,26 @@ def _load_masks(
                     if made is None:
                         made = method.scores_for(layer, mask)
                         prepared.scores[key] = made
-                    layer.scores.copy_(made)
+                    _adopt(layer.scores, made)
                     rebuilt.add(name)
             if dry_run:
                 _verify_masks(model, stored, rebuilt)
+
+
+def _adopt(scores: torch.Tensor, made: torch.Tensor) -> None:
+    """Make the placeholder ``scores`` hold ``made``: its very storage where they agree in shape, dtype and
+    device (no copy, and none of the placeholder's pages ever touched: on some hosts first touches of fresh
+    memory were most of a load's time), else a copy. The dry run's model and the real one share it; the
+    dry run's is dropped."""
+    if (
+        made.shape == scores.shape
+        and made.dtype == scores.dtype
+        and made.device == scores.device
+        and made.is_contiguous()
+    ):
+        scores.set_(made)  # type: ignore[call-overload]
+    else:
+        scores.copy_(made)
 
 
 def _checksums(tensors: list[torch.Tensor]) -> list[str]:

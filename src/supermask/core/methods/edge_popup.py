@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from supermask.core.masks import kept_count, new_hint, topk_mask
+from supermask.core.masks import host_empty, kept_count, new_hint, topk_mask
 from supermask.core.methods.base import MaskMethod, register_method
 from supermask.errors import SupermaskConfigError
 
@@ -36,7 +36,7 @@ class EdgePopup(MaskMethod):
     def scores_for(self, layer: SupermaskLayer, mask: Tensor) -> Tensor:
         """Distinct values, kept ones above the rest (2 + i/n against i/n): the top-k selects exactly the
         mask when it keeps as many, and sorts fast (0/1 scores are all ties: 10x slower to partition)."""
-        ramp = torch.arange(mask.numel(), dtype=torch.float32).div_(mask.numel())
+        ramp = torch.arange(mask.numel(), dtype=torch.float32, out=host_empty((mask.numel(),))).div_(mask.numel())
         return ramp.add_(mask.reshape(-1), alpha=2.0).reshape(mask.shape)  # i/n + 2 where kept (x + 0 = x)
 
     def selects_rebuilt(self, layer: SupermaskLayer, mask: Tensor) -> bool | None:
