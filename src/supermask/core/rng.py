@@ -34,20 +34,24 @@ def derive_key(*parts: object) -> int:
 
 _CHUNK = 1 << 16  # elements per block: 512 KiB of uint64 and its temporary stay in a core's L2 cache
 _PARALLEL_FROM = 1 << 20  # below this, one thread (a pool's start-up costs more than it saves)
-_COUNTERS = np.arange(1, _CHUNK + 1, dtype=np.uint64)  # read only
-_COUNTERS.flags.writeable = False
+# (i + 1) * GOLDEN for i in 0.._CHUNK-1, wrapping mod 2**64 (read only): a block's state is this plus one
+# constant, key + start * GOLDEN, since (start + i + 1) * GOLDEN + key = (i + 1) * GOLDEN + (start * GOLDEN + key)
+_STEPS = np.arange(1, _CHUNK + 1, dtype=np.uint64) * _GOLDEN
+_STEPS.flags.writeable = False
+_TOP_BIT32 = np.uint32(0x80000000)
 
 
-def _mix_block(key: int, start: int, out: np.ndarray, tmp: np.ndarray) -> None:
-    """SplitMix64 at counters start..start+len(out)-1, written into ``out`` (``tmp``: scratch, same size)."""
-    np.add(_COUNTERS[: out.size], np.uint64(start), out=out)
-    np.multiply(out, _GOLDEN, out=out)
-    np.add(out, np.uint64(key), out=out)
-    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
+def _mix_block(key: int, start: int, out: np.ndarray, tmp: np.ndarray, final: bool = True) -> None:
+    """SplitMix64 at counters start..start+len(out)-1, written into ``out`` (``tmp``: scratch, same size).
+    ``final=False`` leaves out the last xor-shift (z ^ z >> 31), which never changes the top bit."""
+    np.add(_STEPS[: out.size], np.uint64((key + start * int(_GOLDEN)) % (1 << 64)), out=out)
+    for shift, mult in ((30, _M1), (27, _M2)):
         np.right_shift(out, np.uint64(shift), out=tmp)
         np.bitwise_xor(out, tmp, out=out)
-        if mult is not None:
-            np.multiply(out, mult, out=out)
+        np.multiply(out, mult, out=out)
+    if final:
+        np.right_shift(out, np.uint64(31), out=tmp)
+        np.bitwise_xor(out, tmp, out=out)
 
 
 def _blocks(n: int, fill: Any) -> None:
@@ -92,14 +96,14 @@ def signed_constant(key: int, n: int, value: float) -> np.ndarray:
     pass per cache-sized block; bit-identical, as rounding to float32 is symmetric in the sign)."""
     out = np.empty(n, np.float32)
     bits = out.view(np.uint32)
-    value_bits = np.uint64(np.array(value, np.float32).view(np.uint32))  # value rounded to float32, as bits
+    value_bits = np.array(value, np.float32).view(np.uint32)  # value rounded to float32, as bits
+    high = 1 if np.little_endian else 0  # the 32-bit half of each uint64 that holds its top bit
 
     def fill(start: int, stop: int, z: np.ndarray, tmp: np.ndarray) -> None:
-        _mix_block(key, start, z, tmp)
-        np.right_shift(z, np.uint64(63), out=tmp)  # the draw's top bit: 1 = negative
-        np.left_shift(tmp, np.uint64(31), out=tmp)  # ... as the float32 sign bit
-        np.bitwise_xor(tmp, value_bits, out=tmp)  # the value with its sign flipped where the bit is set
-        bits[start:stop] = tmp  # values below 2**32: exact
+        _mix_block(key, start, z, tmp, final=False)  # the top bit is all that is read
+        block = bits[start:stop]
+        np.bitwise_and(z.view(np.uint32)[high::2], _TOP_BIT32, out=block)  # the draw's top bit: 1 = negative
+        np.bitwise_xor(block, value_bits, out=block)  # the value with its sign flipped where the bit is set
 
     _blocks(n, fill)
     return out
