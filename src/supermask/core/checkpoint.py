@@ -180,7 +180,10 @@ def save(
     model.eval()
     converted = supermask_layers(model)
     active = converted[0][1].task if converted else 0
+    draw = converted[0][1].method.eval_draw if converted else 0
     try:
+        if converted:  # a random eval mask is stored as draw 0, the one its config (and so load) selects
+            converted[0][1].method.eval_draw = 0
         with torch.no_grad():
             for name, layer in converted:
                 weight = layer.base_layer.weight
@@ -213,9 +216,11 @@ def save(
                     tensors[f"mask/{key}"] = _packed_exactly(layer.method, name, mask)
                     if include_scores and layer.scores is not None:
                         tensors[f"scores/{key}"] = layer.scores.detach().cpu().contiguous()
-    finally:  # the model as it was, saved or refused: its task and its train/eval mode
+    finally:  # the model as it was, saved or refused: its task, its eval draw and its train/eval mode
         for _, layer in converted:
             layer.use_task(active)
+        if converted:
+            converted[0][1].method.eval_draw = draw
         model.train(was)
     if converted:
         method = converted[0][1].method

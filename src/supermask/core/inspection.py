@@ -59,7 +59,8 @@ def set_eval_draw(model: nn.Module, draw: int) -> None:
     """Make the eval mask random draw number ``draw`` (>= 0), where the method's eval mask is one random
     draw among many (``bernoulli`` with ``bernoulli_eval="sample"``). Draw 0 is the one a run evaluates and
     a checkpoint stores; averaging the accuracy over draws 0 .. N-1 is Zhou et al.'s protocol (N = 10),
-    ``supermask eval RUN --draws N``. ``save`` stores the draw in use. Training masks are unaffected.
+    ``supermask eval RUN --draws N``. ``save`` stores draw 0 whatever the draw in use (the mask the
+    checkpoint's config selects on load). Training masks are unaffected.
     A clear error where every draw would be the same mask (a deterministic method, or a checkpoint loaded
     without its scores)."""
     if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:

@@ -264,12 +264,12 @@ class MaskedWeight(torch.autograd.Function):
         return None, grad_scores, None, None, None
 
 
-def host_empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor:
-    """An uninitialised CPU tensor in memory NumPy allocates, for large tensors a load makes and keeps
+def host_empty(shape: tuple[int, ...]) -> Tensor:
+    """An uninitialised float32 CPU tensor in memory NumPy allocates, for large tensors a load makes and keeps
     (rebuilt scores): NumPy asks the kernel for transparent huge pages from 4 MiB, so the first touch
     costs a fault per 2 MiB instead of per 4 KiB (fresh 4 KiB pages were most of a checkpoint load's time
     on some virtual machines: 25,000 faults and up to 0.5 s for ResNet-50's scores)."""
-    return torch.from_numpy(np.empty(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype))
+    return torch.from_numpy(np.empty(shape, dtype=np.float32))
 
 
 def pack_bits(mask: Tensor) -> Tensor:

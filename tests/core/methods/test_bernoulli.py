@@ -124,3 +124,18 @@ def test_eval_draws_are_refused_where_every_draw_is_the_same_mask(tmp_path: Path
         torch.equal(a.mask(), b.mask())
         for (_, a), (_, b) in zip(supermask.supermask_layers(loaded), supermask.supermask_layers(m))
     )
+
+
+def test_a_checkpoint_stores_draw_0_whatever_the_draw_in_use(tmp_path: Path) -> None:
+    m = _bernoulli_model()
+    own = [layer.mask().clone() for _, layer in supermask.supermask_layers(m)]
+    supermask.set_eval_draw(m, 3)
+    third = [layer.mask().clone() for _, layer in supermask.supermask_layers(m)]
+    for include_scores in (False, True):  # with its scores, load re-selects the mask and must find it
+        supermask.save(m, tmp_path / str(include_scores), include_scores=include_scores)
+        loaded = supermask.load(
+            tmp_path / str(include_scores), nn.Sequential(nn.Linear(60, 40), nn.ReLU(), nn.Linear(40, 10))
+        )
+        loaded.eval()
+        assert all(torch.equal(layer.mask(), mask) for (_, layer), mask in zip(supermask.supermask_layers(loaded), own))
+    assert all(torch.equal(layer.mask(), mask) for (_, layer), mask in zip(supermask.supermask_layers(m), third))
