@@ -13,21 +13,4 @@ $SM sweep configs/mnist/fc.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" d
   data.eval_batch_size=128 train.epochs="${EPOCHS:-5}" train.progress=lines train.bf16=false "${THREADS_ARG[@]}" \
   train.seed=0,1,2 --out "$OUT/runs"
 # The summary: per-task accuracy with the task given, task inference, accuracy with the inferred task.
-.venv/bin/python - "$OUT" <<'PY'
-import json, statistics, sys
-from pathlib import Path
-out = Path(sys.argv[1])
-rows = [json.loads(p.read_text()) for p in sorted((out / "runs").rglob("result.json"))]
-def ms(values):
-    values = [100 * v for v in values]
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-lines = ["| measure | mean ± std over seeds (%) |", "|---|---|"]
-for t in range(rows[0]["tasks"]):
-    lines.append(f"| task {t} (digits {2 * t}, {2 * t + 1}), task given | {ms([r['task_accuracy'][t] for r in rows])} |")
-lines.append(f"| mean over tasks, task given | {ms([r['accuracy'] for r in rows])} |")
-lines.append(f"| task inference (batches of 128) | {ms([r['task_inference_accuracy'] for r in rows])} |")
-lines.append(f"| accuracy, task unknown (inferred) | {ms([r['accuracy_task_unknown'] for r in rows])} |")
-lines.append(f"\n{len(rows)} seeds; {rows[0]['epochs']} epochs per task; {rows[0]['hardware']}.")
-(out / "results.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+.venv/bin/python experiments/tasks_table.py "$OUT"

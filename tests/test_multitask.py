@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from torch import nn
 
 import supermask
@@ -45,3 +47,70 @@ def test_split_tasks_from_the_cli_resume_and_report(tmp_path: Path) -> None:
         load_run_config(None, ["data.split_tasks=5", "supermask.tasks=3"])
     with pytest.raises(supermask.SupermaskConfigError, match="does not divide digits's 10 classes"):
         load_run_config(None, ["data.split_tasks=3"])
+
+
+def test_permuted_tasks_train_one_mask_each_over_all_classes(tmp_path: Path) -> None:
+    """PermutedMNIST's layout on digits: every task holds all 10 classes, its pixels in its own order."""
+    from supermask.runconfig import load_run_config
+    from supermask.train import train
+
+    items = ["data.permuted_tasks=3", "train.epochs=2", f"train.out_dir={tmp_path}", "train.run_name=permuted"]
+    result = train(load_run_config(None, items), log=lambda *_: None)
+    assert result["tasks"] == 3 and result["classes_per_task"] == 10 and result["config"]["supermask"]["tasks"] == 3
+    assert min(result["task_accuracy"]) > 0.6  # chance: 0.1
+    assert result["task_inference_accuracy"] > 0.5  # chance: 1/3
+    model = supermask.load(tmp_path / "permuted" / "supermask", supermask_mlp(10))
+    masks = []
+    for task in range(3):
+        supermask.set_task(model, task)
+        masks.append(next(layer for _, layer in supermask.supermask_layers(model)).mask().clone())
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])  # a mask per task
+
+
+def supermask_mlp(classes: int) -> nn.Module:
+    from supermask.models import create
+
+    return create("mlp", num_classes=classes, in_channels=1, image_size=8)
+
+
+def test_each_task_sees_the_images_in_its_own_fixed_pixel_order() -> None:
+    from supermask.data import load_arrays
+    from supermask.multitask import TaskLoaders, permute_pixels, pixel_permutation
+    from supermask.runconfig import load_run_config
+
+    order = pixel_permutation(0, 1, 64)
+    assert sorted(order.tolist()) == list(range(64))  # a permutation
+    assert np.array_equal(order, pixel_permutation(0, 1, 64))  # fixed by (seed, task)
+    assert not np.array_equal(order, pixel_permutation(0, 2, 64)) and not np.array_equal(
+        order, pixel_permutation(1, 1, 64)
+    )
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4)
+    flipped = permute_pixels(x, np.arange(16)[::-1].copy())
+    assert np.array_equal(flipped, x[:, :, ::-1, ::-1])  # every channel in the same order
+    cfg = load_run_config(None, ["data.permuted_tasks=3", "data.standardize=unit", "data.eval_batch_size=5000"])
+    loaders = TaskLoaders(cfg, torch.device("cpu"))
+    images, labels = load_arrays("digits", None)["test"]
+    for task, test in enumerate(loaders.test_loaders()):
+        x_task, y_task = next(iter(test))
+        expected = permute_pixels(images, pixel_permutation(cfg.train.seed, task, 64)).astype(np.float32) / 255
+        assert torch.equal(y_task, torch.as_tensor(labels)) and torch.allclose(x_task, torch.as_tensor(expected))
+    train_loader, _ = loaders[2]
+    assert len(train_loader.x) == len(load_arrays("digits", None)["train"][1])  # the whole training set
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["data.permuted_tasks=3", "data.split_tasks=5"], "set one of them"),
+        (["data.permuted_tasks=3", "data.augment=true"], "set data.augment=false"),
+        (["data.permuted_tasks=3", "data.name=cifar10"], "cifar10 augments by default"),
+        (["data.permuted_tasks=3", "supermask.tasks=2"], "needs supermask.tasks=3"),
+        (["data.permuted_tasks=3", "data.classes=[0,1]"], "no data.split_tasks or data.permuted_tasks"),
+        (["data.permuted_tasks=0"], "data.permuted_tasks"),
+    ],
+)
+def test_a_permuted_task_layout_that_cannot_work_is_refused(items: list[str], message: str) -> None:
+    from supermask.runconfig import load_run_config
+
+    with pytest.raises(supermask.SupermaskConfigError, match=message):
+        load_run_config(None, items)

@@ -64,9 +64,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model, cfg, path = load_run(args.path, args.trust_model_code, args.model, with_scores=args.draws > 1)
     if args.draws > 1:
         set_eval_draw(model, 0)  # a clear error before any data is read where draws cannot differ
-    if cfg.data.split_tasks > 1:
+    if cfg.data.tasks > 1:
         raise SupermaskError(
-            f"{path} is a run over {cfg.data.split_tasks} tasks: its result.json holds the accuracy of each task and "
+            f"{path} is a run over {cfg.data.tasks} tasks: its result.json holds the accuracy of each task and "
             "of task inference; in Python, supermask.load it and supermask.set_task(model, i) to use task i"
         )
     if args.data_root:

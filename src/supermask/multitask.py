@@ -1,9 +1,13 @@
-"""Training one mask per task over a split data set (SupSup's SplitMNIST layout), read top to bottom.
+"""Training one mask per task (SupSup's SplitMNIST and PermutedMNIST layouts), read top to bottom.
 
 ``data.split_tasks=N`` cuts a small data set's classes into N tasks of consecutive classes (MNIST into
 5 tasks: 0-1, 2-3, ...). The model's output layer has one unit per class of a task and is shared: every
 task trains its own mask over every layer, the output layer included, with task-local labels (the class
-minus the task's first class), so in effect each task has its own head. Tasks train one after the other,
+minus the task's first class), so in effect each task has its own head. ``data.permuted_tasks=N`` makes N
+tasks of the whole data set instead, each with the pixels of every image in a fixed random order of its
+own (task t's permutation is drawn from ``(train.seed, t)``; every task is permuted), all classes in each
+task; a task's images are permuted when the task is trained or tested, one task's copy at a time. Tasks
+train one after the other,
 each for ``train.epochs`` epochs with its own optimiser and learning-rate schedule; training a task never
 changes another task's mask. After the last task the run reports, on each task's test set, the accuracy
 with the task given and how often :func:`supermask.infer_task` finds the task of a batch of
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,35 +51,70 @@ def task_classes(num_classes: int, tasks: int) -> int:
     return num_classes // tasks
 
 
-def split_loaders(cfg: RunConfig, device: torch.device) -> tuple[list[tuple[TensorLoader, TensorLoader]], int, Any]:
-    """(train, test) loaders per task with task-local labels, the classes per task, and the data set's info."""
-    info = DATASETS[cfg.data.name]
-    per_task = task_classes(info.num_classes, cfg.data.split_tasks)
-    arrays = load_arrays(cfg.data.name, cfg.data.root)
-    arrays["train"] = first_examples(*arrays["train"], cfg.data.train_examples)
-    loaders = []
-    for t in range(cfg.data.split_tasks):
-        pair = []
-        for split, train in (("train", True), ("test", False)):
-            x, y = arrays[split]
-            keep = (y >= t * per_task) & (y < (t + 1) * per_task)
-            batch = cfg.data.batch_size if train else cfg.data.eval_batch_size
-            pair.append(
+def pixel_permutation(seed: int, task: int, pixels: int) -> np.ndarray:
+    """Task ``task``'s order of an image's ``pixels`` (the same for every channel) in a run of ``seed``."""
+    return np.random.default_rng([seed, task]).permutation(pixels)
+
+
+def permute_pixels(x: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Images ``x`` (N, C, H, W) with the pixels of each channel in ``order`` (a permutation of H * W)."""
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c, h * w)[:, :, order]).reshape(n, c, h, w)
+
+
+class TaskLoaders:
+    """The (train, test) loaders of each task, ``loaders[t]``; a permuted task's are made when asked for
+    (a permuted copy of the data set per task at once would not fit in memory for hundreds of tasks)."""
+
+    def __init__(self, cfg: RunConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.info = DATASETS[cfg.data.name]
+        self.arrays = load_arrays(cfg.data.name, cfg.data.root)
+        self.arrays["train"] = first_examples(*self.arrays["train"], cfg.data.train_examples)
+        permuted = cfg.data.permuted_tasks > 1
+        self.classes_per_task = self.info.num_classes if permuted else task_classes(self.info.num_classes, len(self))
+        self._split = None if permuted else [self._make(t) for t in range(len(self))]  # small: made at once
+
+    def __len__(self) -> int:
+        return self.cfg.data.tasks
+
+    def __getitem__(self, task: int) -> tuple[TensorLoader, TensorLoader]:
+        if not 0 <= task < len(self):
+            raise IndexError(task)
+        train, test = self._split[task] if self._split is not None else self._make(task)
+        return train, test
+
+    def test_loaders(self) -> Iterator[TensorLoader]:
+        """Each task's test loader in turn (a permuted task's training images are not copied for it)."""
+        for task in range(len(self)):
+            yield self._split[task][1] if self._split is not None else self._make(task, splits=("test",))[0]
+
+    def _make(self, task: int, splits: tuple[str, ...] = ("train", "test")) -> tuple[TensorLoader, ...]:
+        cfg, per_task = self.cfg, self.classes_per_task
+        made = []
+        for split in splits:
+            train = split == "train"
+            x, y = self.arrays[split]
+            if cfg.data.permuted_tasks > 1:
+                x = permute_pixels(x, pixel_permutation(cfg.train.seed, task, x.shape[2] * x.shape[3]))
+            else:
+                keep = (y >= task * per_task) & (y < (task + 1) * per_task)
+                x, y = x[keep], y[keep] - task * per_task
+            made.append(
                 TensorLoader(
-                    x[keep],
-                    y[keep] - t * per_task,
-                    info,
-                    batch,
+                    x,
+                    y,
+                    self.info,
+                    cfg.data.batch_size if train else cfg.data.eval_batch_size,
                     train=train,
-                    device=device,
+                    device=self.device,
                     seed=cfg.train.seed,
                     standardize=cfg.data.standardize,
                     shuffle=cfg.data.shuffle,
                     augment=cfg.data.augment,
                 )
             )
-        loaders.append((pair[0], pair[1]))
-    return loaders, per_task, info
+        return tuple(made)
 
 
 def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[str, Any]:
@@ -83,7 +124,8 @@ def train_tasks(cfg: RunConfig, log: Any, state: dict[str, Any] | None) -> dict[
     device = configured_device(cfg.train.device)
     run_dir = cfg.run_dir()
     torch.manual_seed(cfg.train.seed)
-    loaders, per_task, info = split_loaders(cfg, device)
+    loaders = TaskLoaders(cfg, device)
+    per_task, info = loaders.classes_per_task, loaders.info
     model = build_model(cfg, per_task, info.in_channels, info.image_size).to(device)
     autocast = use_bf16(cfg.train.bf16, device)  # the convolutions and matrix products; scores stay fp32
     done, history = 0, []
@@ -113,7 +155,7 @@ def _train_each_task(
     cfg: RunConfig,
     log: Any,
     model: Any,
-    loaders: list[tuple[Any, Any]],
+    loaders: TaskLoaders,
     per_task: int,
     done: int,
     history: list[dict[str, Any]],
@@ -127,7 +169,7 @@ def _train_each_task(
     """Tasks ``done``.. in turn, each with its own optimiser over its own scores, through the single runs'
     epoch loop; metrics and trackers get every epoch (trackers count steps and epochs over all tasks)."""
     run_dir = cfg.run_dir()
-    for task in range(done, cfg.data.split_tasks):
+    for task in range(done, cfg.data.tasks):
         set_task(model, task)
         optimizer = build_optimizer(cfg, model)  # this task's scores (and what else trains)
         train_loader, test_loader = loaders[task]
@@ -178,7 +220,7 @@ def _train_each_task(
 def _result(
     cfg: RunConfig,
     model: Any,
-    loaders: list[tuple[Any, Any]],
+    loaders: TaskLoaders,
     per_task: int,
     device: torch.device,
     autocast: bool,
@@ -186,9 +228,9 @@ def _result(
     run_dir: Any,
 ) -> dict[str, Any]:
     """Every task's test accuracy with its own mask, the run's record, written as result.json."""
-    result = _evaluate_tasks(model, loaders, device, evaluate, autocast)
+    result = _evaluate_tasks(model, loaders.test_loaders(), device, evaluate, autocast)
     kept = []
-    for task in range(cfg.data.split_tasks):
+    for task in range(cfg.data.tasks):
         set_task(model, task)
         kept.append(sparsity_report(model)["converted"]["fraction"])
     set_task(model, 0)
@@ -198,7 +240,7 @@ def _result(
     result = {
         **record,
         **result,
-        "tasks": cfg.data.split_tasks,
+        "tasks": cfg.data.tasks,
         "classes_per_task": per_task,
         "kept_fraction": sum(kept) / len(kept),  # the mean over tasks
     }
@@ -208,11 +250,11 @@ def _result(
 
 
 def _evaluate_tasks(
-    model: nn.Module, loaders: list[Any], device: torch.device, evaluate: Any, autocast: bool = False
+    model: nn.Module, test_loaders: Iterable[Any], device: torch.device, evaluate: Any, autocast: bool = False
 ) -> dict[str, Any]:
     """Accuracy per task with the task given; task inference per test batch; accuracy with the inferred task."""
     given, right, batches, unknown_correct, examples = [], 0, 0, 0, 0
-    for task, (_, test_loader) in enumerate(loaders):
+    for task, test_loader in enumerate(test_loaders):
         set_task(model, task)
         given.append(evaluate(model, test_loader, device, autocast)["accuracy"])
         for x, y in test_loader:

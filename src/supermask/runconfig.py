@@ -47,6 +47,9 @@ class DataSection:
     workers: int = 4  # DataLoader workers for image folders (imagenet)
     image_size: int | None = None  # image folders only (imagenet, folder); default 224
     split_tasks: int = 1  # > 1: the classes cut into this many tasks, one mask each (SupSup); see supermask.multitask
+    # > 1: this many tasks, each the whole data set with its pixels in a fixed random order of its own (task t's
+    # permutation drawn from (train.seed, t); PermutedMNIST), one mask each; see supermask.multitask
+    permuted_tasks: int = 1
     classes: list[int] | None = None  # train and test on these classes only, renumbered 0..n-1 in this order
     train_examples: int | None = None  # train on the first so many examples only (None: all of them)
     # pixels standardised by the data set's mean and std (dataset), each image by its own (per_image,
@@ -55,14 +58,19 @@ class DataSection:
     shuffle: bool = True  # a new order of the training examples each epoch (false: the files' order, every epoch)
     augment: bool | None = None  # random crop and flip while training; None: the data set's standard (on for CIFAR)
 
+    @property
+    def tasks(self) -> int:
+        """The number of tasks of a multi-task run (``split_tasks`` or ``permuted_tasks``); 1 for a single task."""
+        return max(self.split_tasks, self.permuted_tasks)
+
 
 @dataclass
 class OptimSection:
-    name: str = "sgd"  # sgd, sgdw (decoupled weight decay, Loshchilov & Hutter) or adam
+    name: str = "sgd"  # sgd, sgdw (decoupled weight decay, Loshchilov & Hutter), adam or rmsprop
     lr: float = 0.1  # base learning rate (a method's paper value when none is set: see the run header)
-    momentum: float = 0.9  # SGD / SGDW momentum
+    momentum: float = 0.9  # SGD / SGDW / RMSprop momentum (RMSprop without momentum: 0)
     nesterov: bool = False  # Nesterov momentum (SGD / SGDW)
-    weight_decay: float = 1e-4  # L2 penalty (sgd, adam) or decoupled decay scaled by lr / base lr (sgdw)
+    weight_decay: float = 1e-4  # L2 penalty (sgd, adam, rmsprop) or decoupled decay scaled by lr / base lr (sgdw)
     no_decay_bn_bias: bool = False  # no weight decay on BatchNorm parameters and biases
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's betas
     schedule: str = "cosine"  # cosine, constant or exponential (lr * decay_rate ** floor(epoch / decay_epochs))
@@ -476,8 +484,8 @@ def load_run_config(path: str | os.PathLike[str] | None, overrides: list[str]) -
         key, value = parse_override(item)
         _set(cfg, key, value, item.partition("=")[2], pending)
         explicit.add(key)
-    if cfg.data.split_tasks > 1 and "supermask.tasks" not in explicit:
-        pending["tasks"] = cfg.data.split_tasks  # one mask per task
+    if cfg.data.tasks > 1 and "supermask.tasks" not in explicit:
+        pending["tasks"] = cfg.data.tasks  # one mask per task
     set_supermask(cfg, pending)
     check(cfg)
     sm = cfg.supermask
@@ -540,7 +548,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         "model.name": (cfg.model.name, MODEL_NAMES if ":" not in cfg.model.name else (cfg.model.name,)),
         "data.name": (cfg.data.name, DATASET_NAMES),
         "data.standardize": (cfg.data.standardize, STANDARDIZE_MODES),
-        "optim.name": (cfg.optim.name, ("sgd", "sgdw", "adam")),
+        "optim.name": (cfg.optim.name, ("sgd", "sgdw", "adam", "rmsprop")),
         "optim.schedule": (cfg.optim.schedule, ("cosine", "constant", "exponential")),
         "optim.loss": (cfg.optim.loss, ("cross_entropy", "clipped_probabilities")),
         "train.progress": (cfg.train.progress, ("auto", "bar", "lines", "none")),
@@ -551,6 +559,11 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SupermaskConfigError(f"{key}={show(value)} is not valid{hint}; choose one of: {', '.join(allowed)}")
     o, d, t = cfg.optim, cfg.data, cfg.train
+    if o.nesterov and (o.name not in ("sgd", "sgdw") or o.momentum == 0):
+        raise SupermaskConfigError(
+            f"optim.nesterov=true needs optim.name=sgd or sgdw with optim.momentum > 0 (here optim.name={o.name}, "
+            f"optim.momentum={o.momentum}); set optim.nesterov=false"
+        )
     # (key, value, low, high, low is open, high is open)
     ranges: list[tuple[str, float | None, float, float | None, bool, bool]] = [
         ("optim.lr", o.lr, 0.0, None, True, False),
@@ -576,6 +589,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         ("train.time_limit", t.time_limit, 0.0, None, False, False),
         ("train.log_every", t.log_every, 1, MAX_INT, False, False),
         ("data.split_tasks", d.split_tasks, 1, MAX_TASKS, False, False),
+        ("data.permuted_tasks", d.permuted_tasks, 1, MAX_TASKS, False, False),
         ("data.train_examples", d.train_examples, 1, MAX_BATCH, False, False),
     ]
     for key, number, low, high, low_open, high_open in ranges:
@@ -611,8 +625,10 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         )
     if d.classes is not None:
         available = DATASETS[d.name].num_classes
-        if DATASETS[d.name].folder or d.split_tasks > 1:
-            raise SupermaskConfigError("data.classes needs a data set held as tensors and no data.split_tasks")
+        if DATASETS[d.name].folder or d.tasks > 1:
+            raise SupermaskConfigError(
+                "data.classes needs a data set held as tensors and no data.split_tasks or data.permuted_tasks"
+            )
         bad = [c for c in d.classes if not 0 <= c < available]
         if bad or len(set(d.classes)) != len(d.classes):
             raise SupermaskConfigError(
@@ -631,11 +647,26 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
                 f"data.split_tasks={d.split_tasks} leaves one class per task ({d.name} has {classes}); "
                 f"use at most {classes // 2} tasks"
             )
-        if sm.tasks != d.split_tasks:
+    if d.permuted_tasks > 1:
+        if d.split_tasks > 1:
             raise SupermaskConfigError(
-                f"data.split_tasks={d.split_tasks} needs supermask.tasks={d.split_tasks} (one mask per task), "
-                f"not {sm.tasks}; leave supermask.tasks unset to get it"
+                f"data.split_tasks={d.split_tasks} and data.permuted_tasks={d.permuted_tasks}: a run's tasks are "
+                "either its classes cut into groups or its images permuted; set one of them"
             )
+        if DATASETS[d.name].folder:
+            raise SupermaskConfigError(f"data.permuted_tasks needs a data set held as tensors, not data.name={d.name}")
+        augment = DATASETS[d.name].augment if d.augment is None else d.augment
+        if augment:  # a crop or flip of permuted pixels moves them to other places of the permutation
+            raise SupermaskConfigError(
+                f"data.permuted_tasks with augmentation ({'data.augment=true' if d.augment else d.name + ' augments by default'}): "
+                "a random crop or flip of permuted pixels is no augmentation of the task's images; set data.augment=false"
+            )
+    if d.tasks > 1 and sm.tasks != d.tasks:
+        what = "data.split_tasks" if d.split_tasks > 1 else "data.permuted_tasks"
+        raise SupermaskConfigError(
+            f"{what}={d.tasks} needs supermask.tasks={d.tasks} (one mask per task), "
+            f"not {sm.tasks}; leave supermask.tasks unset to get it"
+        )
 
 
 #: tracker name -> the module it needs (None: none)

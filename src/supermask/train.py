@@ -80,7 +80,7 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
         remove_temp_files(run_dir)  # what a killed writer of this directory left (we are its only writer now)
     try:
         with execution(cfg):
-            if cfg.data.split_tasks > 1:
+            if cfg.data.tasks > 1:
                 return _train_split(cfg, log, run_dir, world)
             state = prepare_run_dir(cfg, run_dir, world, writer=master)
             finished = finished_result(run_dir, state, cfg.train.epochs)
@@ -97,11 +97,13 @@ def train(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
 
 
 def _train_split(cfg: RunConfig, log: Any, run_dir: Path, world: int) -> dict[str, Any]:
-    """A run over a split data set: one mask per task (see :mod:`supermask.multitask`)."""
+    """A run over tasks (a split or permuted data set): one mask per task (see :mod:`supermask.multitask`)."""
     from supermask.multitask import train_tasks
 
     if world > 1:
-        raise TrainingError("data.split_tasks runs in one process; start it without torchrun")
+        raise TrainingError(
+            "a run over tasks (data.split_tasks, data.permuted_tasks) runs in one process; start it without torchrun"
+        )
     prepare_run_dir(cfg, run_dir, world)  # the lock is held; a different run there is refused
     if cfg.train.resume:
         finished = result_without_state(run_dir, TASKS_STATE)
@@ -114,7 +116,7 @@ def _train_split(cfg: RunConfig, log: Any, run_dir: Path, world: int) -> dict[st
             state = torch.load(run_dir / TASKS_STATE, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise TrainingError(f"{run_dir / TASKS_STATE} cannot be read ({exc}); start again with overwrite") from exc
-        if state["tasks_done"] >= cfg.data.split_tasks and (run_dir / RESULT).is_file():
+        if state["tasks_done"] >= cfg.data.tasks and (run_dir / RESULT).is_file():
             log(f"{run_dir} is finished already: its result is kept")
             result = read_json(run_dir / RESULT)
             if isinstance(result, dict):

@@ -209,3 +209,51 @@ def test_infer_task_follows_the_entropy_gradient_and_finds_tasks() -> None:
     with pytest.raises(supermask.SupermaskError, match="not finite"):
         supermask.infer_task(model, torch.full((4, 1, 8, 8), float("nan")))
     assert supermask.current_task(model) == 0  # restored after an error too
+
+
+def _slopes(model: nn.Module, x: torch.Tensor, tasks: int) -> list[float]:
+    base = torch.full((tasks,), 1.0 / tasks, dtype=torch.float64)
+    eps = 1e-4
+    at_base = _entropy_at(model, x, base)
+    return [(_entropy_at(model, x, base + eps * torch.eye(tasks)[i]) - at_base) / eps for i in range(tasks)]
+
+
+@pytest.mark.parametrize("method", ["edge-popup", "signed-supermask"])
+def test_infer_task_selects_each_mask_once_and_follows_every_change_of_the_masks(method: str) -> None:
+    """Inferring many batches reuses each task's mask (no selection per batch), but a step that trains a
+    task's scores, or a new k, is seen at the next call: the answer is always the entropy gradient's."""
+    torch.manual_seed(0)
+    tasks = digits_tasks(3)
+    model = supermask.to_supermask(mlp2(), supermask.SupermaskConfig(method=method, tasks=3, k=0.5, seed=1))
+    for t, (x, y, _, _) in enumerate(tasks):
+        supermask.set_task(model, t)
+        train_task(model, x, y % 2, steps=20)
+    model.eval()
+    selections = 0
+    layer_method = next(layer for _, layer in supermask.supermask_layers(model)).method
+    select = layer_method.select
+
+    def counted(layer):  # type: ignore[no-untyped-def]
+        nonlocal selections
+        selections += 1
+        return select(layer)
+
+    layer_method.select = counted  # type: ignore[method-assign]
+    xt = tasks[1][2][:16]
+    first = supermask.infer_task(model, xt)
+    after_first = selections
+    for _ in range(3):
+        assert supermask.infer_task(model, xt) == first
+    assert selections == after_first  # nothing selected again
+    assert first == min(range(3), key=lambda i: _slopes(model, xt, 3)[i])
+    supermask.set_task(model, 2)  # train task 2 on task 1's data: its mask changes, and inference sees it
+    train_task(model, tasks[1][0], tasks[1][1] % 2, steps=40)
+    model.eval()
+    supermask.set_task(model, 0)
+    for change in ("trained", "k") if method == "edge-popup" else ("trained",):  # signed supermask: no k
+        if change == "k":
+            supermask.set_k(model, 0.2)
+        before = selections
+        answer = supermask.infer_task(model, xt)
+        assert selections > before, change
+        assert answer == min(range(3), key=lambda i: _slopes(model, xt, 3)[i])

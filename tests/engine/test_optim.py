@@ -56,3 +56,22 @@ def test_sgdw_from_a_config_puts_the_decay_on_the_scores_only() -> None:
     assert isinstance(opt, SGDW)
     assert all(g["weight_decay"] == 0.0 for g in opt.param_groups)  # never coupled through the gradient
     assert opt.param_groups[0]["decoupled_weight_decay"] == 5e-4 and opt.param_groups[0]["nesterov"]
+
+
+def test_rmsprop_is_pytorchs_with_the_configured_rate_momentum_and_decay() -> None:
+    """SupSup's PermutedMNIST recipe trains with RMSprop (lr 1e-4, no momentum, no weight decay)."""
+    cfg = load_run_config(None, ["optim.name=rmsprop", "optim.lr=0.0001", "optim.momentum=0", "optim.weight_decay=0"])
+    model = sm.to_supermask(create("mlp", num_classes=10, in_channels=1, image_size=8), sm.SupermaskConfig())
+    opt = build_optimizer(cfg, model)
+    assert type(opt) is torch.optim.RMSprop
+    assert opt.defaults["lr"] == 1e-4 and opt.defaults["momentum"] == 0 and opt.defaults["alpha"] == 0.99
+    assert all(g["weight_decay"] == 0 for g in opt.param_groups)
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {
+        id(p) for p in model.parameters() if p.requires_grad
+    }  # the scores, never the frozen weights
+
+
+@pytest.mark.parametrize("items", [["optim.name=adam"], ["optim.name=rmsprop"], ["optim.momentum=0"]])
+def test_nesterov_without_sgd_momentum_is_refused_not_ignored(items: list[str]) -> None:
+    with pytest.raises(sm.SupermaskConfigError, match="optim.nesterov=true needs optim.name=sgd or sgdw"):
+        load_run_config(None, ["optim.nesterov=true", *items])

@@ -54,16 +54,12 @@ def infer_task(model: nn.Module, x: Any) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            stacks: list[list[Tensor]] = [[] for _ in layers]
-            for t in range(tasks):
-                set_task(model, t)
-                for stack, layer in zip(stacks, layers):
-                    stack.append(layer.mask().to(layer.base_layer.weight.dtype))
-            masks = [torch.stack(s) for s in stacks]
+            stacks = [_task_masks(layer, model, tasks) for layer in layers]
         # The one gradient it needs is taken even when the caller runs under no_grad or inference_mode.
         with torch.inference_mode(False), torch.enable_grad():
-            alphas = torch.full((tasks,), 1.0 / tasks, device=masks[0].device, requires_grad=True)
-            for layer, m in zip(layers, masks):
+            alphas = torch.full((tasks,), 1.0 / tasks, device=stacks[0].device, requires_grad=True)
+            for layer, stack in zip(layers, stacks):
+                m = stack.to(layer.base_layer.weight.dtype)
                 layer._superposition = torch.tensordot(alphas.to(m.dtype), m.clone() if m.is_inference() else m, dims=1)
             out = model(**x) if isinstance(x, dict) else model(x)
             logits = getattr(out, "logits", out)
@@ -80,3 +76,24 @@ def infer_task(model: nn.Module, x: Any) -> int:
     if not bool(torch.isfinite(grad).all()):
         raise SupermaskError("infer_task: the output entropy's gradient is not finite (NaN or inf outputs?)")
     return int(grad.argmin())
+
+
+def _task_masks(layer: Any, model: nn.Module, tasks: int) -> Tensor:
+    """Every task's mask of ``layer`` in eval mode, stacked (tasks x weight shape, the masks' own dtype: bool,
+    or float for signed masks), cached on the layer
+    until any task's scores, k or the method's state change: inferring the task of many batches selects
+    each mask once, not once a batch. Leaves the model's active task set to the last task."""
+    keys = []
+    for t in range(tasks):
+        layer.use_task(t)
+        keys.append((*layer._scores_key(), *layer.method.cache_key(layer)))
+    cached = layer.__dict__.get("_task_masks")
+    if cached is not None and cached[0] == keys:
+        return cached[1]
+    masks = []
+    for t in range(tasks):
+        layer.use_task(t)
+        masks.append(layer.mask())
+    stack = torch.stack(masks)
+    layer.__dict__["_task_masks"] = (keys, stack)  # set through __dict__: not a module attribute
+    return stack

@@ -223,7 +223,7 @@ def load_run(
     name = cfg.data.name
     info = DATASETS[name]
     classes, channels, size = info.num_classes, info.in_channels, info.image_size
-    if cfg.data.split_tasks > 1:  # one output per class of a task (see supermask.multitask)
+    if cfg.data.split_tasks > 1:  # one output per class of a task (see supermask.multitask); permuted: all
         classes //= cfg.data.split_tasks
     if cfg.data.classes is not None:
         classes = len(cfg.data.classes)

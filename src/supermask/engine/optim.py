@@ -12,7 +12,7 @@ from supermask.runconfig import RunConfig
 
 
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD, SGDW or Adam over the trainable parameters (scores, or weights for ``dense``)."""
+    """SGD, SGDW, Adam or RMSprop over the trainable parameters (scores, or weights for ``dense``)."""
     decay, no_decay = [], []
     for _name, p in model.named_parameters():
         if not p.requires_grad:
@@ -26,6 +26,8 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     groups = [{"params": decay, key: o.weight_decay}, {"params": no_decay, key: 0.0}]
     if o.name == "adam":
         return torch.optim.Adam(groups, lr=o.lr, betas=o.betas)
+    if o.name == "rmsprop":  # PyTorch's (smoothing 0.99, eps 1e-8), with optim.momentum (0: the plain rule)
+        return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum)
     if o.name == "sgdw":
         return SGDW(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
