@@ -5,7 +5,8 @@
 #   signed-supermask-mnist-tf-trainer, signed-supermask-mnist-tf-absolute-threshold,
 #   bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4 (100 epochs of CIFAR-10:
 #   hours a seed on a CPU; SEEDS=0 runs one), iterand-cifar10-conv6 (IteRand, then edge-popup: 100 epochs each),
-#   supsup-permuted-mnist (TASKS tasks, 50 by default: about 16 s a task at 1 thread; the paper ran 250)
+#   supsup-permuted-mnist (TASKS tasks, 50 by default: about 16 s a task at 1 thread; the paper ran 250),
+#   supsup-permuted-mnist-s-neurons (the same with the authors' 100 output units)
 # Env: MNIST_DIR (../shared/data/mnist), CIFAR_DIR (../shared/data/cifar10-jpeg75), THREADS (1), JOBS (1),
 #   SEEDS (0,1,2), BF16 (false: fp32; auto: bf16 where the CPU has it, recorded per epoch), TASKS (50).
 set -euo pipefail
@@ -25,12 +26,14 @@ for target in "$@"; do
       done
       $SM report "$out/runs" --out "$out"
       ;;
-    supsup-permuted-mnist)  # SupSup (GNu): one random LeNet-300-100, a mask per permuted MNIST task, the
-      # task of each test batch of 128 inferred by one entropy gradient
-      out=results/papers/supsup_permuted_mnist
+    supsup-permuted-mnist | supsup-permuted-mnist-s-neurons)  # SupSup (GNu): one random LeNet-300-100, a
+      # mask per permuted MNIST task, the task of each test batch of 128 inferred by one entropy gradient;
+      # -s-neurons: with the authors' 100 output units for the 10 classes (90 "superfluous neurons")
+      out=results/papers/supsup_permuted_mnist extra=0
+      [ "$target" = supsup-permuted-mnist-s-neurons ] && out=${out}_s_neurons extra=90
       $SM sweep configs/papers/supsup/mnist_permuted.yaml data.root="${MNIST_DIR:-../shared/data/mnist}" \
-        data.permuted_tasks="${TASKS:-50}" train.seed="$SEEDS" train.threads="$THREADS" train.bf16=false \
-        train.progress=lines --out "$out/runs" --jobs "$JOBS"
+        data.permuted_tasks="${TASKS:-50}" model.extra_outputs=$extra train.seed="$SEEDS" train.threads="$THREADS" \
+        train.bf16=false train.progress=lines --out "$out/runs" --jobs "$JOBS"
       .venv/bin/python experiments/tasks_table.py "$out"
       ;;
     signed-supermask-mnist)
@@ -102,6 +105,6 @@ for target in "$@"; do
       done
       $SM report "$out/runs" --out "$out"
       ;;
-    *) echo "unknown target $target (edge-popup-mnist, signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, signed-supermask-mnist-tf-trainer, signed-supermask-mnist-tf-absolute-threshold, bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4, iterand-cifar10-conv6, supsup-permuted-mnist)" >&2; exit 2 ;;
+    *) echo "unknown target $target (edge-popup-mnist, signed-supermask-mnist, signed-supermask-mnist-tf-pipeline, signed-supermask-mnist-tf-trainer, signed-supermask-mnist-tf-absolute-threshold, bernoulli-mnist, bernoulli-mnist-authors-pipeline, signed-supermask-cifar10-conv4, iterand-cifar10-conv6, supsup-permuted-mnist, supsup-permuted-mnist-s-neurons)" >&2; exit 2 ;;
   esac
 done

@@ -114,3 +114,26 @@ def test_a_permuted_task_layout_that_cannot_work_is_refused(items: list[str], me
 
     with pytest.raises(supermask.SupermaskConfigError, match=message):
         load_run_config(None, items)
+
+
+def test_extra_outputs_are_never_a_label_and_eval_repeats_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SupSup's superfluous neurons: 6 output units beyond digits' 10 classes, in the loss and the argmax."""
+    import json
+
+    from supermask import cli
+    from supermask.runconfig import load_run_config
+    from supermask.train import load_run, train
+
+    items = ["model.extra_outputs=6", "train.epochs=2", f"train.out_dir={tmp_path}", "train.run_name=r"]
+    result = train(load_run_config(None, items), log=lambda *_: None)
+    model, _, _ = load_run(str(tmp_path / "r"))
+    assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 16)
+    assert result["accuracy"] > 0.6  # chance: 0.1
+    assert cli.main(["eval", str(tmp_path / "r"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == result["accuracy"]
+    permuted = train(load_run_config(None, [*items, "train.run_name=p", "data.permuted_tasks=2"]), log=lambda *_: None)
+    assert permuted["classes_per_task"] == 10 and min(permuted["task_accuracy"]) > 0.6
+    with pytest.raises(supermask.SupermaskConfigError, match="model.extra_outputs"):
+        load_run_config(None, ["model.extra_outputs=-1"])

@@ -36,6 +36,9 @@ class ModelSection:
     # arguments for the model's constructor or factory, e.g. {activation: elu} or, for
     # model.name=timm:create_model, {model_name: resnet50, pretrained: false}
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # output units beyond the data set's classes (a task's classes), never a label: SupSup's "superfluous
+    # neurons". The loss and the accuracy span them (an extra unit's win is a mistake), as infer_task's entropy
+    extra_outputs: int = 0
 
 
 @dataclass
@@ -510,6 +513,7 @@ MAX_SEED = 2**32 - 1
 MAX_THREADS = MAX_WORKERS = 1024
 MAX_BATCH = 2**31 - 1
 MAX_IMAGE_SIZE = 8192
+MAX_EXTRA_OUTPUTS = 100_000
 MAX_EPOCHS = 1_000_000
 MAX_WIDTH = 64.0
 
@@ -588,6 +592,7 @@ def check(cfg: RunConfig, device: bool = True, import_code: bool = True) -> None
         ("train.threads", t.threads, 1, MAX_THREADS, False, False),
         ("train.time_limit", t.time_limit, 0.0, None, False, False),
         ("train.log_every", t.log_every, 1, MAX_INT, False, False),
+        ("model.extra_outputs", cfg.model.extra_outputs, 0, MAX_EXTRA_OUTPUTS, False, False),
         ("data.split_tasks", d.split_tasks, 1, MAX_TASKS, False, False),
         ("data.permuted_tasks", d.permuted_tasks, 1, MAX_TASKS, False, False),
         ("data.train_examples", d.train_examples, 1, MAX_BATCH, False, False),

@@ -26,10 +26,11 @@ from supermask.runconfig import RunConfig, from_dict, read_yaml_file, trust_mode
 
 
 def plain_model(cfg: RunConfig, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """The run's model from the registry (or ``package.module:callable``), unconverted."""
+    """The run's model from the registry (or ``package.module:callable``), unconverted, with
+    ``model.extra_outputs`` output units beyond the ``num_classes`` the labels use."""
     return models.create(
         cfg.model.name,
-        num_classes=num_classes,
+        num_classes=num_classes + cfg.model.extra_outputs,
         width=cfg.model.width,
         in_channels=in_channels,
         image_size=image_size,

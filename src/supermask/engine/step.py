@@ -23,14 +23,16 @@ from supermask.runconfig import RunConfig
 def check_outputs(out: Any, classes: int, cfg: RunConfig) -> None:
     """The model's output must be a (batch, classes) tensor of logits: a head of another size would
     fail on a label it lacks (an IndexError deep in the loss) or, larger, train without a word."""
-    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] == classes:
+    outputs = classes + cfg.model.extra_outputs  # model.extra_outputs: units beyond the classes, never a label
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] == outputs:
         return
     got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+    extra = f" and model.extra_outputs={cfg.model.extra_outputs}" if cfg.model.extra_outputs else ""
     raise TrainingError(
-        f"model.name={cfg.model.name} gives {got} for a batch, and the data has {classes} classes: it must give "
-        f"(batch, {classes}) logits (a model of your own is given num_classes={classes} when its factory names "
+        f"model.name={cfg.model.name} gives {got} for a batch, and the data has {classes} classes{extra}: it must "
+        f"give (batch, {outputs}) logits (a model of your own is given num_classes={outputs} when its factory names "
         "that parameter; a factory taking **kwargs gets it from model.kwargs under its own name, e.g. "
-        f"model.kwargs={{num_classes: {classes}}} for timm, {{num_labels: {classes}}} for transformers)"
+        f"model.kwargs={{num_classes: {outputs}}} for timm, {{num_labels: {outputs}}} for transformers)"
     )
 
 
