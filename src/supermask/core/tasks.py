@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from supermask.core.inspection import get_config
 from supermask.core.layers import supermask_layers
+from supermask.core.masks import _OPTIMIZER_STEPS
 from supermask.errors import SupermaskConfigError, SupermaskError
 
 
@@ -54,7 +55,7 @@ def infer_task(model: nn.Module, x: Any) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            stacks = [_task_masks(layer, model, tasks) for layer in layers]
+            stacks = [_task_masks(layer, tasks) for layer in layers]
         # The one gradient it needs is taken even when the caller runs under no_grad or inference_mode.
         with torch.inference_mode(False), torch.enable_grad():
             alphas = torch.full((tasks,), 1.0 / tasks, device=stacks[0].device, requires_grad=True)
@@ -78,15 +79,16 @@ def infer_task(model: nn.Module, x: Any) -> int:
     return int(grad.argmin())
 
 
-def _task_masks(layer: Any, model: nn.Module, tasks: int) -> Tensor:
+def _task_masks(layer: Any, tasks: int) -> Tensor:
     """Every task's mask of ``layer`` in eval mode, stacked (tasks x weight shape, the masks' own dtype: bool,
-    or float for signed masks), cached on the layer
-    until any task's scores, k or the method's state change: inferring the task of many batches selects
-    each mask once, not once a batch. Leaves the model's active task set to the last task."""
-    keys = []
-    for t in range(tasks):
-        layer.use_task(t)
-        keys.append((*layer._scores_key(), *layer.method.cache_key(layer)))
+    or float for signed masks), cached on the layer until any task's scores, k or the method's state change: inferring the task of many batches selects
+    each mask once, not once a batch. A miss leaves the layer's active task at the last one (the caller
+    restores it)."""
+    # every task's scores (identity, in-place version, optimiser steps taken anywhere), k and the method's
+    # state; read off the bank without switching tasks (switching costs O(tasks) itself)
+    steps = _OPTIMIZER_STEPS[0]
+    keys = [(id(p), object() if p.is_inference() else p._version, steps, p.device) for p in layer.score_parameters()]
+    keys.append((layer.k, *layer.method.cache_key(layer)))
     cached = layer.__dict__.get("_task_masks")
     if cached is not None and cached[0] == keys:
         return cached[1]
