@@ -7,9 +7,8 @@ minus the task's first class), so in effect each task has its own head. ``data.p
 tasks of the whole data set instead, each with the pixels of every image in a fixed random order of its
 own (task t's permutation is drawn from ``(train.seed, t)``; every task is permuted), all classes in each
 task; a task's images are permuted when the task is trained or tested, one task's copy at a time. Tasks
-train one after the other,
-each for ``train.epochs`` epochs with its own optimiser and learning-rate schedule; training a task never
-changes another task's mask. After the last task the run reports, on each task's test set, the accuracy
+train one after the other, each for ``train.epochs`` epochs with its own optimiser and learning-rate
+schedule; training a task never changes another task's mask. After the last task the run reports, on each task's test set, the accuracy
 with the task given and how often :func:`supermask.infer_task` finds the task of a batch of
 ``data.eval_batch_size`` of its test inputs (and the accuracy when the inferred task's mask is used).
 A run resumes at the first unfinished task. No DDP: one process.

@@ -80,10 +80,10 @@ def infer_task(model: nn.Module, x: Any) -> int:
 
 
 def _task_masks(layer: Any, tasks: int) -> Tensor:
-    """Every task's mask of ``layer`` in eval mode, stacked (tasks x weight shape, the masks' own dtype: bool,
-    or float for signed masks), cached on the layer until any task's scores, k or the method's state change: inferring the task of many batches selects
-    each mask once, not once a batch. A miss leaves the layer's active task at the last one (the caller
-    restores it)."""
+    """Every task's mask of ``layer`` in eval mode, stacked (tasks x weight shape, the masks' own dtype:
+    bool, or float for signed masks), cached on the layer until any task's scores, k or the method's state
+    change: inferring the task of many batches selects each mask once, not once a batch. A miss leaves the
+    layer's active task at the last one (the caller restores it)."""
     # every task's scores (identity, in-place version, optimiser steps taken anywhere), k and the method's
     # state; read off the bank without switching tasks (switching costs O(tasks) itself)
     steps = _OPTIMIZER_STEPS[0]
